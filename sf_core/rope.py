@@ -1,0 +1,83 @@
+"""3-D rotary position embedding of Wan2.1 with absolute frame positions.
+
+A head of `head_dim` channels is `head_dim/2` complex pairs (channels 2j, 2j+1 form pair j), split into
+[time | height | width] = [c-2(c//3) | c//3 | c//3] pairs. Pair j of an axis of n pairs rotates by
+`position * theta^(-2j/(2n))`. Frame positions are absolute: a chunk that starts at latent frame 40 uses
+positions 40.., also after a rolling cache has evicted older frames, so query-key offsets stay true
+frame distances. Positions are limited to `ROPE_MAX_POSITIONS` (1024) per axis, as in Wan.
+"""
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from .config import ROPE_MAX_POSITIONS, ConfigError
+
+THETA = 10000.0
+
+
+class RopePositionError(ConfigError):
+    """A frame position past the RoPE table."""
+
+
+@functools.lru_cache(maxsize=32)
+def _axis_angles(pairs: int) -> torch.Tensor:
+    """Angles [ROPE_MAX_POSITIONS, pairs] in float64 (CPU), position * theta^(-2j/(2*pairs))."""
+    inv = 1.0 / torch.pow(THETA, torch.arange(0, 2 * pairs, 2, dtype=torch.float64) / (2 * pairs))
+    return torch.outer(torch.arange(ROPE_MAX_POSITIONS, dtype=torch.float64), inv)
+
+
+def rope_table(head_dim: int) -> torch.Tensor:
+    """The complex128 table [1024, head_dim/2] of Wan's `freqs` (time | height | width columns)."""
+    c = head_dim // 2
+    split = (c - 2 * (c // 3), c // 3, c // 3)
+    ang = torch.cat([_axis_angles(n) for n in split], dim=1)
+    return torch.polar(torch.ones_like(ang), ang)
+
+
+@functools.lru_cache(maxsize=64)
+def _cos_sin_cpu(head_dim: int, start_frame: int, frames: int, height: int, width: int
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    c = head_dim // 2
+    nt, nh, nw = (c - 2 * (c // 3), c // 3, c // 3)
+    t = _axis_angles(nt)[start_frame:start_frame + frames]
+    h = _axis_angles(nh)[:height]
+    w = _axis_angles(nw)[:width]
+    ang = torch.cat([
+        t.view(frames, 1, 1, nt).expand(frames, height, width, nt),
+        h.view(1, height, 1, nh).expand(frames, height, width, nh),
+        w.view(1, 1, width, nw).expand(frames, height, width, nw),
+    ], dim=-1).reshape(frames * height * width, 1, c)
+    return torch.cos(ang), torch.sin(ang)
+
+
+def rope_cos_sin(head_dim: int, start_frame: int, frames: int, height: int, width: int,
+                 device: torch.device, dtype: torch.dtype = torch.float64
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin [L, 1, head_dim/2] for the tokens of `frames` frames starting at absolute `start_frame`.
+
+    `height`, `width` are the token grid (latent size / patch). Computed in float64, then cast to `dtype`.
+    """
+    end = start_frame + frames
+    if start_frame < 0 or end > ROPE_MAX_POSITIONS:
+        raise RopePositionError(
+            f"latent frames {start_frame}..{end - 1} are past the RoPE limit of {ROPE_MAX_POSITIONS} positions "
+            f"({ROPE_MAX_POSITIONS} latent frames = {4 * ROPE_MAX_POSITIONS - 3} video frames per video); "
+            f"generate a shorter video or start a new one")
+    if max(height, width) > ROPE_MAX_POSITIONS:
+        raise RopePositionError(f"token grid {height}x{width} exceeds {ROPE_MAX_POSITIONS} positions per axis")
+    cos, sin = _cos_sin_cpu(head_dim, start_frame, frames, height, width)
+    return cos.to(device=device, dtype=dtype), sin.to(device=device, dtype=dtype)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate interleaved channel pairs of x [B, L, H, D] by (cos, sin) [L, 1, D/2].
+
+    Computed in the dtype of cos/sin (float64 for reference numerics), returned in x's dtype.
+    """
+    b, l, h, d = x.shape
+    xr = x.to(cos.dtype).reshape(b, l, h, d // 2, 2)
+    xe, xo = xr[..., 0], xr[..., 1]
+    out = torch.stack((xe * cos - xo * sin, xe * sin + xo * cos), dim=-1)
+    return out.reshape(b, l, h, d).to(x.dtype)
