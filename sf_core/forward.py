@@ -16,11 +16,14 @@ Output is the flow (velocity) prediction v ~ noise - x0, shaped like the input [
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.utils.checkpoint as ckpt
 
 from .attention import BlockCausalMask, attention
 from .kv_cache import KVCache
+from .model import Block
 from .rope import apply_rope, rope_cos_sin
 
 
@@ -172,11 +175,13 @@ def wan_forward(model, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, 
                 kv_source = cache.source(i)
             else:
                 kv_source = _identity_kv
-            args = (block, xs, e0, cos, sin, ck, cv, frames, heads, kv_source, mask, backend, need_ffn)
+            args = (xs, e0, cos, sin, ck, cv, frames, heads, kv_source, mask, backend, need_ffn)
+            # our blocks are called as modules (hooks such as FSDP2's unshard fire); host blocks via the function
+            run = block if isinstance(block, Block) else functools.partial(block_forward, block)
             if grad_ckpt:
-                xs, k, v = ckpt.checkpoint(block_forward, *args, use_reentrant=False)
+                xs, k, v = ckpt.checkpoint(run, *args, use_reentrant=False)
             else:
-                xs, k, v = block_forward(*args)
+                xs, k, v = run(*args)
             if cache is not None:
                 cache.store(i, k, v)
     except BaseException:

@@ -87,6 +87,13 @@ class Block(nn.Module):
                                  CastLinear(cfg.ffn_dim, cfg.dim))
         self.modulation = nn.Parameter(torch.zeros(1, 6, cfg.dim))
 
+    def forward(self, *args, **kwargs):
+        """`forward.block_forward` on this block. `wan_forward` calls the module (not the function) for our
+        blocks so that module hooks see each block -- FSDP2 unshards a sharded block in its forward hook."""
+        from .forward import block_forward  # local import keeps the module graph acyclic
+
+        return block_forward(self, *args, **kwargs)
+
 
 class Head(nn.Module):
     def __init__(self, cfg: WanConfig):
