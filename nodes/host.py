@@ -1,0 +1,222 @@
+"""Every call this pack makes into the ComfyUI host, in one place.
+
+Node files import ComfyUI only through this module (plus `comfy_api.latest` for schemas), so the host-free
+tests replace exactly these few functions with stand-ins. Host modules are imported lazily inside the
+functions: importing the pack has no side effects and never touches CUDA.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+log = logging.getLogger("selfforcing.nodes")
+
+EVENT_PREFIX = "selfforcing."
+
+
+class NodeInputError(ValueError):
+    """A node input the pack cannot use; the message names the value, the allowed range and the fix."""
+
+
+# ---------------------------------------------------------------------------------------------- MODEL
+@dataclass
+class LoadedWan:
+    """What the causal sampler needs from a stock MODEL (a ComfyUI ModelPatcher)."""
+
+    patcher: Any
+    base: Any  # comfy.model_base.WAN21 (has process_latent_in/out)
+    module: Any  # comfy.ldm.wan.model.WanModel: the module tree sf_core.forward runs on
+    device: torch.device
+    dtype: torch.dtype
+
+
+_WAN_PARTS = ("patch_embedding", "text_embedding", "time_embedding", "time_projection", "blocks", "head")
+
+
+def wan_module_of(model) -> Any:
+    """The Wan diffusion module inside a MODEL, or a clear error for anything else."""
+    base = getattr(model, "model", None)
+    dm = getattr(base, "diffusion_model", None)
+    if dm is None or not all(hasattr(dm, p) for p in _WAN_PARTS) or not hasattr(dm.head, "modulation"):
+        kind = type(dm).__name__ if dm is not None else type(base).__name__
+        raise NodeInputError(
+            f"MODEL is not a Wan2.1 text-to-video model (got {kind}). Load a Wan2.1 T2V model (e.g. the Self "
+            f"Forcing checkpoint) with 'Load Diffusion Model' or 'SF Load Self Forcing Checkpoint'.")
+    in_dim = dm.patch_embedding.weight.shape[1]
+    out_dim = int(getattr(dm, "out_dim", 16))
+    if in_dim != 16 or out_dim != 16:
+        raise NodeInputError(
+            f"MODEL is a Wan model with {in_dim} input / {out_dim} output latent channels; the causal sampler "
+            f"needs a Wan2.1 text-to-video model (16 / 16). Image-to-video and Wan2.2 models are not supported.")
+    return dm
+
+
+def load_wan(model) -> LoadedWan:
+    """Load the MODEL onto its compute device (LoRA patches applied) and read its device and compute dtype.
+
+    The device comes from the patcher (reading it from the weights is wrong in low-VRAM mode); the dtype is
+    the manual-cast dtype when set (fp8 weights), else the model's own dtype.
+    """
+    import comfy.model_management as mm
+
+    dm = wan_module_of(model)
+    mm.load_models_gpu([model])
+    base = model.model
+    dtype = getattr(base, "manual_cast_dtype", None) or base.get_dtype()
+    if dtype not in (torch.float16, torch.bfloat16, torch.float32):
+        dtype = torch.bfloat16  # fp8 storage without a manual-cast dtype: compute in bf16
+    return LoadedWan(model, base, dm, torch.device(model.load_device), dtype)
+
+
+def model_shift(model) -> float | None:
+    """The flow shift of the MODEL's model_sampling (honours ModelSamplingSD3 and friends), if it has one."""
+    try:
+        ms = model.get_model_object("model_sampling")
+    except Exception:  # not a diffusion ModelPatcher
+        return None
+    shift = getattr(ms, "shift", None)
+    return None if shift is None else float(shift)
+
+
+def latent_in(base, raw: torch.Tensor) -> torch.Tensor:
+    """Raw VAE latent (what LATENT holds) -> the model's normalised space."""
+    return base.process_latent_in(raw)
+
+
+def latent_out(base, z: torch.Tensor) -> torch.Tensor:
+    """The model's normalised space -> raw VAE latent."""
+    return base.process_latent_out(z)
+
+
+def load_diffusion_state_dict(sd: dict, weight_dtype: torch.dtype | None = None):
+    """A stock MODEL (ModelPatcher) from a Wan2.1 state dict, exactly as 'Load Diffusion Model' builds it."""
+    import comfy.sd
+
+    opts = {} if weight_dtype is None else {"dtype": weight_dtype}
+    patcher = comfy.sd.load_diffusion_model_state_dict(sd, model_options=opts)
+    if patcher is None:
+        raise NodeInputError("ComfyUI did not recognise the checkpoint as a diffusion model "
+                             "(its keys do not match any known architecture)")
+    return patcher
+
+
+# ---------------------------------------------------------------------------------------------- VAE
+def load_vae(vae) -> None:
+    """Make sure a stock VAE's weights are on its device before streaming decode."""
+    import comfy.model_management as mm
+
+    mm.load_models_gpu([vae.patcher])
+
+
+# ---------------------------------------------------------------------------------------------- execution
+def check_interrupt() -> None:
+    """Raise the host's interruption exception if the user pressed Cancel (POST /interrupt)."""
+    import comfy.model_management as mm
+
+    mm.throw_exception_if_processing_interrupted()
+
+
+def intermediate_device() -> torch.device:
+    import comfy.model_management as mm
+
+    return torch.device(mm.intermediate_device())
+
+
+def free_memory() -> None:
+    """Return cached device memory after a run (or an interruption)."""
+    import comfy.model_management as mm
+
+    mm.soft_empty_cache()
+
+
+class Progress:
+    """The node's progress bar; each update is also an interruption point in the host."""
+
+    def __init__(self, total: int, node_id: str | None):
+        import comfy.utils
+
+        self.total = max(int(total), 1)
+        self._bar = comfy.utils.ProgressBar(self.total, node_id=node_id)
+
+    def update(self, value: int, preview=None) -> None:
+        """preview: a PIL image shown on the node (sent as JPEG, at most 512 px)."""
+        self._bar.update_absolute(min(int(value), self.total), self.total,
+                                  None if preview is None else ("JPEG", preview, 512))
+
+
+def send_event(name: str, data: dict) -> None:
+    """Send a custom websocket event `selfforcing.<name>` to the client that queued the prompt."""
+    try:
+        from server import PromptServer
+    except ImportError:  # not inside the server (e.g. a script using the nodes)
+        return
+    inst = getattr(PromptServer, "instance", None)
+    if inst is None:
+        return
+    inst.send_sync(EVENT_PREFIX + name, data, getattr(inst, "client_id", None))
+
+
+def send_text(text: str, node_id: str | None) -> None:
+    """Status text under the node."""
+    try:
+        from server import PromptServer
+    except ImportError:
+        return
+    inst = getattr(PromptServer, "instance", None)
+    if inst is not None and node_id is not None:
+        inst.send_progress_text(text, node_id)
+
+
+# ---------------------------------------------------------------------------------------------- folders
+def temp_directory() -> str:
+    import folder_paths
+
+    return folder_paths.get_temp_directory()
+
+
+def output_directory() -> str:
+    import folder_paths
+
+    return folder_paths.get_output_directory()
+
+
+def input_directory() -> str:
+    import folder_paths
+
+    return folder_paths.get_input_directory()
+
+
+def model_files(folder: str) -> list[str]:
+    """File names in a model folder (e.g. "diffusion_models", "vae_approx"); [] if the key is unknown."""
+    import folder_paths
+
+    try:
+        return folder_paths.get_filename_list(folder)
+    except KeyError:
+        return []
+
+
+def model_path(folder: str, name: str) -> str:
+    import folder_paths
+
+    return folder_paths.get_full_path_or_raise(folder, name)
+
+
+def model_folder(folder: str) -> str:
+    """The first (writable) directory of a model folder, created if missing (downloads go there)."""
+    import folder_paths
+
+    path = folder_paths.get_folder_paths(folder)[0]
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+def torch_device() -> torch.device:
+    """The host's compute device (where small pack models such as TAEHV go)."""
+    import comfy.model_management as mm
+
+    return torch.device(mm.get_torch_device())

@@ -1,0 +1,122 @@
+"""Drive `sf_core.pipeline.generate` from inside a node: progress, decoding, live streaming, interruption.
+
+The generation is sf_core's (a `Session` advanced chunk by chunk over the host's own WanModel modules); this
+module wires the host's callbacks into it and moves sessions between the compute device and the CPU, where
+they live between nodes (a node never modifies the session it receives).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from sf_core.kv_cache import KVCache
+from sf_core.pipeline import ChunkResult, generate
+from sf_core.session import Session
+
+from . import host
+from .decoders import HostDecoder
+from .streaming import LiveStream, frames_to_image
+
+log = logging.getLogger("selfforcing.nodes")
+
+
+# ---------------------------------------------------------------------------------------------- copies
+def cache_to(cache: KVCache, device, dtype: torch.dtype | None = None) -> KVCache:
+    """A copy of the cache on another device (the input is never modified)."""
+    def mv(t):
+        return None if t is None else t.detach().to(device=device, dtype=dtype or t.dtype, copy=True)
+    return dataclasses.replace(cache, k=[mv(t) for t in cache.k], v=[mv(t) for t in cache.v],
+                               cross_k=[None] * len(cache.k), cross_v=[None] * len(cache.k),
+                               positions=list(cache.positions), cross_key=None, _plan=None)
+
+
+def state_to(obj, device):
+    """Copy a decoder state (nested lists / tuples / dicts / dataclasses of tensors) to a device."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to(device, copy=True)
+    if isinstance(obj, list):
+        return [state_to(x, device) for x in obj]
+    if isinstance(obj, tuple):
+        return tuple(state_to(x, device) for x in obj)
+    if isinstance(obj, dict):
+        return {k: state_to(v, device) for k, v in obj.items()}
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.replace(obj, **{f.name: state_to(getattr(obj, f.name), device)
+                                           for f in dataclasses.fields(obj) if f.init})
+    return obj
+
+
+def session_to(session: Session, device, dtype: torch.dtype | None = None) -> Session:
+    """An independent copy of a session on `device` (cache, held latents, decoder state, RNG state)."""
+    gen = torch.Generator("cpu")
+    gen.set_state(session.generator.get_state().clone())
+    dtype = dtype or session.dtype
+    return dataclasses.replace(
+        session, cache=cache_to(session.cache, device, dtype), generator=gen,
+        held={f: t.detach().to(device=device, dtype=dtype, copy=True) for f, t in session.held.items()},
+        context=None if session.context is None else session.context.detach().to("cpu", copy=True),
+        decoder_state=state_to(session.decoder_state, device), dtype=dtype)
+
+
+# ---------------------------------------------------------------------------------------------- one run
+@dataclass
+class RunOutput:
+    latents: torch.Tensor  # model space [B, C, F, h, w] on the compute device
+    images: torch.Tensor | None  # VAE frames [B, T, H, W, 3] in [0, 1] on the CPU, if a VAE was given
+    preview_state: Any
+
+
+def run(module, session: Session, *, num_frames: int | None = None, num_chunks: int | None = None,
+        vae: HostDecoder | None = None, preview: HostDecoder | None = None, preview_state: Any = None,
+        live: LiveStream | None = None, node_id: str | None = None) -> RunOutput:
+    """Advance `session` (on the compute device, modified in place) and report every step to the host.
+
+    The VAE goes through the pipeline (its stream state is kept in the session: a continuation decodes
+    seamlessly); the preview decoder runs here only for the live view. Interruption: every step calls the
+    host's check; the pipeline rolls an interrupted chunk back, so the session stays consistent.
+    """
+    causal = session.settings.causal
+    if num_chunks is None:
+        from sf_core.pipeline import plan_chunks
+
+        num_chunks = len(plan_chunks(causal, session.next_frame, num_frames=num_frames))
+    n_steps = len(session.settings.steps)
+    progress = host.Progress(num_chunks * n_steps, node_id)
+    first_chunk = session.chunk_index
+    kept: list[torch.Tensor] = []
+    state = {"preview": preview_state}
+    t0 = time.perf_counter()
+    for d in (vae, preview):
+        if d is not None:
+            d.prepare()
+
+    def on_step(info) -> None:
+        host.check_interrupt()
+        progress.update((info.chunk - first_chunk) * n_steps + info.step + 1)
+
+    def on_chunk(res: ChunkResult) -> None:
+        i = res.index - first_chunk
+        shown = None
+        if res.frames is not None:
+            img = frames_to_image(res.frames).cpu()
+            kept.append(img)
+            shown = img
+        if preview is not None:
+            host.check_interrupt()
+            with torch.no_grad():
+                px, state["preview"] = preview.decode_chunk(res.latents, state["preview"])
+            shown = frames_to_image(px).cpu()
+        last = live.push(shown[0], res.index, res.start_frame) if (live is not None and shown is not None) else None
+        progress.update((i + 1) * n_steps, last)
+        host.send_text(f"chunk {i + 1}/{num_chunks}: {res.seconds:.2f} s"
+                       f"{' (new prompt)' if res.switched else ''}", node_id)
+
+    z = generate(module, session, num_chunks=num_chunks, decoder=vae, on_step=on_step, on_chunk=on_chunk)
+    log.info("Self Forcing: %d chunks in %.2f s", num_chunks, time.perf_counter() - t0)
+    images = torch.cat(kept, dim=1) if kept else None
+    return RunOutput(z, images, state["preview"])

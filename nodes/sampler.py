@@ -1,0 +1,183 @@
+"""SF Causal Sampler: Self Forcing few-step causal generation on a stock MODEL.
+
+The MODEL is the host's (UNETLoader or SF Load Self Forcing Checkpoint): its WanModel modules run the causal
+KV-cache forward of sf_core, so LoRA, fp8 weights and the host's memory management keep working. LATENTs in
+and out are raw VAE latents (the host convention); sampling happens in the model's normalised space.
+"""
+from __future__ import annotations
+
+import logging
+
+import torch
+from comfy_api.latest import io
+
+from sf_core.session import SamplingSettings, new_session
+
+from . import host, types
+from .decoders import pick_decoder
+from .inputs import (DEFAULT_SHIFT, DEFAULT_TIMESTEPS, batch_context, causal_config, check_length,
+                     conditioning_tensor, latent_shape, parse_timesteps, resolve_shift)
+from .prompts import schedule_for
+from .runner import RunOutput, run, session_to
+from .streaming import LiveStream
+
+log = logging.getLogger("selfforcing.nodes")
+
+MAX_SEED = 2**63 - 1
+
+
+def text_dim_of(module) -> int:
+    return int(module.text_embedding[0].weight.shape[1])
+
+
+def frames_output(images: torch.Tensor | None):
+    """IMAGE [N, H, W, 3] (batch-major, like VAEDecode) or a blocker that explains what to connect."""
+    if images is None:
+        from comfy_execution.graph_utils import ExecutionBlocker
+
+        return ExecutionBlocker("the 'frames' output of the Self Forcing sampler needs a VAE connected to its "
+                                "'vae' input (or decode the LATENT with SF Streaming VAE Decode)")
+    return images.reshape(-1, *images.shape[2:])
+
+
+def run_node(module, loaded, session, node_id, source: str, num_chunks: int, vae, preview_decoder, fps: float,
+             live_preview: bool):
+    """Run the chunks on the compute device; returns (raw LATENT dict, CPU session, frames output)."""
+    vae_dec = pick_decoder(vae=vae)
+    prev_dec = pick_decoder(decoder=preview_decoder)
+    live = LiveStream(node_id, source, fps, num_chunks, enabled=bool(live_preview)) \
+        if (vae_dec or prev_dec) else None
+    status = "error"
+    try:
+        out: RunOutput = run(module, session, num_chunks=num_chunks, vae=vae_dec, preview=prev_dec, live=live,
+                             node_id=node_id)
+        status = "done"
+    except BaseException as e:
+        status = "interrupted" if type(e).__name__ == "InterruptProcessingException" else "error"
+        raise
+    finally:
+        if live is not None:
+            live.end(status)
+        if status != "done":
+            session.cache = None  # drop the device cache before returning memory to the host
+            host.free_memory()
+    cpu = host.intermediate_device()
+    raw = host.latent_out(loaded.base, out.latents).to(cpu)
+    kept = session_to(session, cpu)
+    session.cache = None
+    return {"samples": raw}, kept, frames_output(out.images)
+
+
+def common_inputs() -> list:
+    return [
+        io.Vae.Input("vae", optional=True,
+                     tooltip="Wan2.1 VAE: decode each chunk as soon as it is generated (seamless causal decode), "
+                             "stream it to the live player and return the frames on the 'frames' output."),
+        types.Decoder.Input("preview_decoder", optional=True,
+                            tooltip="Fast preview decoder (SF Load Preview Decoder, e.g. TAEHV) for the live "
+                                    "player; the VAE, if connected, still produces the final frames."),
+        io.Float.Input("fps", default=16.0, min=1.0, max=60.0, step=1.0,
+                       tooltip="Playback rate of the live player (Wan2.1 videos are 16 fps)."),
+        io.Boolean.Input("live_preview", default=True,
+                         tooltip="Send each decoded chunk to the browser while generating (needs a VAE or a "
+                                 "preview decoder)."),
+    ]
+
+
+class CausalSampler(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="SF_CausalSampler",
+            display_name="SF Causal Sampler (Self Forcing)",
+            category=types.CATEGORY,
+            description="Self Forcing: generate a video chunk by chunk with a KV cache (few-step causal sampling). "
+                        "Outputs a LATENT for VAEDecode / SF Streaming VAE Decode and a session to continue the "
+                        "video later.",
+            inputs=[
+                io.Model.Input("model", tooltip="A Wan2.1 T2V MODEL trained with Self Forcing (Load Diffusion "
+                                                "Model, or SF Load Self Forcing Checkpoint)."),
+                io.Conditioning.Input("positive", tooltip="The prompt: CLIPTextEncode with a CLIPLoader of type "
+                                                          "'wan' (umT5-XXL), or SF Load Conditioning."),
+                io.Latent.Input("latent", optional=True,
+                                tooltip="Optional empty video latent (EmptyHunyuanLatentVideo) giving size, length and "
+                                        "batch; if not connected, width/height/length/batch_size are used."),
+                io.Int.Input("width", default=832, min=16, max=4096, step=16,
+                             tooltip="Video width in pixels (used when no latent is connected)."),
+                io.Int.Input("height", default=480, min=16, max=4096, step=16,
+                             tooltip="Video height in pixels (used when no latent is connected)."),
+                io.Int.Input("length", default=81, min=1, max=4093, step=4,
+                             tooltip="Video frames (4k+1; 81 = 21 latent frames = 7 chunks). Used when no latent "
+                                     "is connected. Longer videos need a rolling window (window_frames)."),
+                io.Int.Input("batch_size", default=1, min=1, max=64,
+                             tooltip="Videos generated together (used when no latent is connected)."),
+                io.Int.Input("seed", default=0, min=0, max=MAX_SEED, control_after_generate=True,
+                             tooltip="Noise seed; the same seed gives the same video."),
+                io.String.Input("timesteps", default=DEFAULT_TIMESTEPS,
+                                tooltip="Denoising steps per chunk, decreasing integers in 1..1000 separated by "
+                                        "commas (Self Forcing: 1000,750,500,250)."),
+                io.Boolean.Input("warp_timesteps", default=True,
+                                 tooltip="Map the steps onto the shifted schedule as Self Forcing does "
+                                         "(1000,750,500,250 -> 1000,937.5,833.3,625). Keep on for Self Forcing "
+                                         "checkpoints."),
+                io.Float.Input("shift", default=DEFAULT_SHIFT, min=0.0, max=100.0, step=0.1,
+                               tooltip="Flow shift of the schedule (Self Forcing: 5). 0 = use the MODEL's shift, "
+                                       "e.g. from a ModelSamplingSD3 node."),
+                io.Int.Input("chunk_frames", default=3, min=1, max=64,
+                             tooltip="Latent frames generated together per chunk (3 = chunk-wise Self Forcing, "
+                                     "1 = frame-wise models)."),
+                io.Int.Input("window_frames", default=21, min=0, max=1024,
+                             tooltip="Rolling KV-cache window in latent frames, sink included (21 = the length "
+                                     "Self Forcing was trained on: nothing is evicted up to 81 video frames, and "
+                                     "memory stays fixed for longer videos). 0 = keep every frame."),
+                io.Int.Input("sink_frames", default=3, min=0, max=64,
+                             tooltip="First frames never evicted from the rolling window (attention sink: keeps "
+                                     "long videos on topic; 3 = the first chunk). Ignored when window_frames is 0."),
+                types.PromptSchedule.Input("prompt_schedule", optional=True,
+                                           tooltip="Prompt changes over time (SF Prompt Schedule). Chunks before "
+                                                   "its first entry use 'positive'."),
+                *common_inputs(),
+            ],
+            outputs=[
+                io.Latent.Output(display_name="latent", tooltip="Raw video latent [B,16,T,H/8,W/8] for VAEDecode "
+                                                                "or SF Streaming VAE Decode."),
+                types.Session.Output(display_name="session", tooltip="Continue this video later (SF Continue "
+                                                                     "Session, SF Save Session)."),
+                io.Image.Output(display_name="frames", tooltip="The frames decoded during sampling (needs 'vae')."),
+            ],
+            hidden=[io.Hidden.unique_id],
+        )
+
+    @classmethod
+    def validate_inputs(cls, timesteps=DEFAULT_TIMESTEPS, chunk_frames=3, window_frames=21, sink_frames=3, **_):
+        try:
+            parse_timesteps(timesteps)
+            causal_config(chunk_frames, window_frames, sink_frames)
+        except host.NodeInputError as e:
+            return str(e)
+        return True
+
+    @classmethod
+    def execute(cls, model, positive, width, height, length, batch_size, seed, timesteps, warp_timesteps, shift,
+                chunk_frames, window_frames, sink_frames, fps, live_preview, latent=None, prompt_schedule=None,
+                vae=None, preview_decoder=None) -> io.NodeOutput:
+        node_id = cls.hidden.unique_id if cls.hidden is not None else None
+        causal = causal_config(chunk_frames, window_frames, sink_frames)
+        settings = SamplingSettings(steps=parse_timesteps(timesteps), shift=resolve_shift(shift, host.model_shift(model)),
+                                    warp=bool(warp_timesteps), causal=causal)
+        b, _, frames, h, w = latent_shape(latent, width, height, length, batch_size)
+        check_length(frames, causal)
+        dm = host.wan_module_of(model)
+        positive_ctx = batch_context(conditioning_tensor(positive, text_dim_of(dm)), b).detach()
+        prompts = schedule_for(positive_ctx, prompt_schedule)
+        try:
+            prompts.check(text_dim_of(dm), b)
+        except ValueError as e:
+            raise host.NodeInputError(f"prompt_schedule: {e}") from None
+        loaded = host.load_wan(model)
+        session = new_session(loaded.module, prompts, latent_hw=(h, w), batch=b, seed=int(seed), settings=settings,
+                              dtype=loaded.dtype, device=loaded.device)
+        n_chunks = len(causal.chunk_bounds(frames))
+        latent_out, kept, images = run_node(loaded.module, loaded, session, node_id, "sampler", n_chunks, vae,
+                                            preview_decoder, fps, live_preview)
+        return io.NodeOutput(latent_out, kept, images)

@@ -1,0 +1,11 @@
+"""Stand-in for comfy_api.latest: the schema classes the pack uses, recording what they are given."""
+from . import _io as io
+from . import _ui as ui
+
+
+class ComfyExtension:
+    async def get_node_list(self):
+        raise NotImplementedError
+
+
+__all__ = ["ComfyExtension", "io", "ui"]

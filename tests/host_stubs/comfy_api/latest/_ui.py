@@ -1,0 +1,6 @@
+class PreviewText:
+    def __init__(self, value, **kw):
+        self.value = value
+
+    def as_dict(self):
+        return {"text": [self.value]}
