@@ -206,6 +206,34 @@ class KVCache:
         """Forget a call that raised between begin() and end() (rows it wrote are not counted)."""
         self._plan = None
 
+    def truncate(self, end_frame: int) -> None:
+        """Forget the trailing frames at positions >= end_frame (a chunk that was never committed).
+
+        Frames the chunk's first call evicted stay evicted; appending the chunk again then lands in the
+        same rows, so an interrupted chunk re-generated later gives the same result.
+        """
+        keep = [p for p in self.positions[:self.length] if p < end_frame]
+        if self.positions[:len(keep)] != keep:
+            raise ValueError(f"frames >= {end_frame} are not the last ones in the cache ({self.positions})")
+        self._set_length(len(keep))
+        self.positions = keep
+        self.end_frame = min(self.end_frame, end_frame)
+        self._plan = None
+
+    def reset(self) -> None:
+        """Forget every frame (buffers and their capacity are kept; the cross-attention cache too)."""
+        self._set_length(0)
+        self.positions = []
+        self.end_frame = 0
+        self._plan = None
+
+    def _set_length(self, length: int) -> None:
+        if self.functional:
+            b = length * self.tokens_per_frame
+            self.k = [x[:, :b] for x in self.k]
+            self.v = [x[:, :b] for x in self.v]
+        self.length = length
+
     # ------------------------------------------------------------------ cross-attention cache
     def cross(self, layer: int, key: object) -> tuple[torch.Tensor, torch.Tensor] | None:
         if self.cross_key is not key or torch.is_grad_enabled():
