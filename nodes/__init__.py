@@ -5,13 +5,22 @@ that is replaced stays registered (deprecated) so saved workflows keep loading.
 """
 from __future__ import annotations
 
-from comfy_api.latest import ComfyExtension, io
+import os
+import sys
 
-from .decode import StreamingDecode
-from .loaders import DownloadCheckpoint, LoadCheckpoint, LoadConditioning, LoadPreviewDecoder
-from .prompts import PromptScheduleNode
-from .sampler import CausalSampler
-from .session import ContinueSession, LoadSession, SaveSession
+# ComfyUI imports the pack as a package from its folder without putting the folder on sys.path; the pack's
+# host-independent core `sf_core` (also used standalone) is imported by its own name, so make it findable.
+_PACK_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _PACK_ROOT not in sys.path:
+    sys.path.append(_PACK_ROOT)
+
+from comfy_api.latest import ComfyExtension, io  # noqa: E402
+
+from .decode import StreamingDecode  # noqa: E402
+from .loaders import DownloadCheckpoint, LoadCheckpoint, LoadConditioning, LoadPreviewDecoder  # noqa: E402
+from .prompts import PromptScheduleNode  # noqa: E402
+from .sampler import CausalSampler  # noqa: E402
+from .session import ContinueSession, LoadSession, SaveSession  # noqa: E402
 
 NODES: list[type[io.ComfyNode]] = [
     LoadCheckpoint,
