@@ -1,0 +1,106 @@
+"""Chunk decoder over ComfyUI's loaded Wan2.1 VAE (`comfy.sd.VAE`), duck-typed: no ComfyUI import.
+
+ComfyUI's `WanVAE.decode` keeps its causal feature cache in a list local to one call. Streaming keeps our
+own list across chunks and drives the decoder the same way (comfy_host.md §2.5):
+
+    x = m.conv2(z_raw);  for j: m.decoder(x[:, :, j:j+1], feat_cache=feat, feat_idx=[0])
+
+The decoder assigns into `feat` (never changes a cached tensor in place), so copying the list before each
+chunk keeps a state immutable like the other decoders' states. Latents arrive in model space and are
+denormalised here (ComfyUI's VAE works on raw latents).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+from .latent import LATENT_CHANNELS, denormalize
+from .protocol import (VAEError, check_chunk, check_continues, frames_out, slots_from_tensors,
+                       slots_to_tensors, state_nbytes)
+
+COMFY_FIRST_FRAME = "Rep"  # ComfyUI's marker for a temporal upsampler that has passed frame 0
+
+
+@dataclass(frozen=True)
+class ComfyDecoderState:
+    """ComfyUI's `feat_cache` list after `latent_frames` frames (tensors, None, or the marker "Rep")."""
+
+    feat: tuple[Any, ...]
+    latent_frames: int
+    batch: int
+    hw: tuple[int, int]
+
+    @property
+    def nbytes(self) -> int:
+        return state_nbytes(self.feat)
+
+    def to_tensors(self, prefix: str = "comfy_vae.") -> dict[str, torch.Tensor]:
+        d = slots_to_tensors(self.feat, prefix + "feat.", marker=COMFY_FIRST_FRAME)
+        d[prefix + "meta"] = torch.tensor([self.latent_frames, self.batch, *self.hw], dtype=torch.int64)
+        return d
+
+    @classmethod
+    def from_tensors(cls, d: dict[str, torch.Tensor], prefix: str = "comfy_vae.") -> "ComfyDecoderState":
+        if prefix + "meta" not in d:
+            raise VAEError(f"no ComfyUI VAE decoder state under '{prefix}' (key '{prefix}meta' missing)")
+        frames, batch, h, w = (int(v) for v in d[prefix + "meta"].tolist())
+        return cls(tuple(slots_from_tensors(d, prefix + "feat.", marker=COMFY_FIRST_FRAME)), frames, batch, (h, w))
+
+
+def _causal_conv_count(module: torch.nn.Module) -> int:
+    # ComfyUI sizes the cache list by counting its CausalConv3d modules; we count them by class name.
+    return sum(type(m).__name__ == "CausalConv3d" for m in module.modules())
+
+
+class ComfyWanDecoder:
+    """Wraps a `comfy.sd.VAE` holding a Wan2.1 VAE (or its `first_stage_model`) as a chunk decoder.
+
+    `prepare` is called before each decode, e.g. `lambda: comfy.model_management.load_models_gpu(
+    [vae.patcher])` so ComfyUI moves the weights to the GPU first; without it the weights are used
+    wherever they are. Frames come back fp32 in [-1, 1] on the VAE's device."""
+
+    def __init__(self, vae: Any, prepare: Callable[[], Any] | None = None):
+        model = getattr(vae, "first_stage_model", vae)
+        if model is None or not (hasattr(model, "decoder") and hasattr(model, "conv2")):
+            raise VAEError(f"expected ComfyUI's Wan2.1 VAE (comfy.sd.VAE with a first_stage_model that has "
+                           f"'decoder' and 'conv2'), got {type(model).__name__}; load wan_2.1_vae.safetensors "
+                           "with the VAELoader node")
+        z_dim = model.conv2.weight.shape[0]
+        if z_dim != LATENT_CHANNELS:
+            raise VAEError(f"this VAE has {z_dim} latent channels; Self Forcing needs the Wan2.1 VAE (16), "
+                           f"e.g. wan_2.1_vae.safetensors (48 channels = the Wan2.2 VAE)")
+        self.vae, self.model, self.prepare = vae, model, prepare
+        self.num_slots = _causal_conv_count(model.decoder)
+        weight = model.conv2.weight
+        self.dtype = getattr(vae, "vae_dtype", None) or weight.dtype
+        self.device = torch.device(getattr(vae, "device", None) or weight.device)
+
+    def decode_chunk(self, z: torch.Tensor, state: ComfyDecoderState | None = None
+                     ) -> tuple[torch.Tensor, ComfyDecoderState]:
+        """Model-space latents [B, 16, n, h, w] -> (frames [B, 3, 4n-3 or 4n, 8h, 8w] fp32 in [-1, 1], state)."""
+        z = check_chunk(z)
+        if state is not None:
+            if not isinstance(state, ComfyDecoderState):
+                raise VAEError(f"ComfyWanDecoder.decode_chunk: state must be a ComfyDecoderState or None, got "
+                               f"{type(state).__name__} (a state from another decoder type?)")
+            check_continues(z, state.batch, state.hw, "ComfyWanDecoder")
+        if self.prepare is not None:
+            self.prepare()
+        device = self.model.conv2.weight.device  # where ComfyUI put the weights (after prepare)
+        x = self.model.conv2(denormalize(z).to(device=device, dtype=self.dtype))
+        feat = [None] * self.num_slots if state is None else list(state.feat)
+        outs = [self.model.decoder(x[:, :, j:j + 1], feat_cache=feat, feat_idx=[0]) for j in range(x.shape[2])]
+        frames = torch.cat(outs, dim=2).float().clamp(-1.0, 1.0)
+        assert frames.shape[2] == frames_out(x.shape[2], state is None)
+        done = 0 if state is None else state.latent_frames
+        return frames, ComfyDecoderState(tuple(feat), done + x.shape[2], x.shape[0], (x.shape[3], x.shape[4]))
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Full decode through ComfyUI's own `WanVAE.decode` (model-space latents in)."""
+        z = check_chunk(z)
+        if self.prepare is not None:
+            self.prepare()
+        device = self.model.conv2.weight.device
+        return self.model.decode(denormalize(z).to(device=device, dtype=self.dtype)).float().clamp(-1.0, 1.0)
