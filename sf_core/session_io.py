@@ -169,7 +169,8 @@ def _dtype_name(dtype: torch.dtype) -> str:
 
 
 # ------------------------------------------------------------------------------------------------------
-# decoder state: a tree of tensors, lists/tuples, str-keyed dicts, scalars and sf_core dataclasses
+# decoder state: a tree of tensors, lists/tuples, str-keyed dicts, scalars and sf_core dataclasses; sf_core
+# classes with `to_tensors(prefix)` / `from_tensors(d, prefix)` (the VAE states) are stored their own way
 
 def _pack(obj: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
     if obj is None or isinstance(obj, (bool, int, float, str)):
@@ -182,9 +183,14 @@ def _pack(obj: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
         return {"l" if isinstance(obj, list) else "u": [_pack(x, prefix, tensors) for x in obj]}
     if isinstance(obj, dict) and all(isinstance(k, str) for k in obj):
         return {"d": {k: _pack(v, prefix, tensors) for k, v in obj.items()}}
+    cls_name = f"{type(obj).__module__}:{type(obj).__qualname__}"
+    if hasattr(obj, "to_tensors") and hasattr(type(obj), "from_tensors") and cls_name.startswith("sf_core."):
+        sub = f"{prefix}.s{sum(k.startswith(prefix + '.s') for k in tensors)}."  # the VAE states' own format
+        tensors.update(obj.to_tensors(sub))
+        return {"s": cls_name, "p": sub}
     if dataclasses.is_dataclass(obj) and type(obj).__module__.startswith("sf_core."):
         fields = {f.name: _pack(getattr(obj, f.name), prefix, tensors) for f in dataclasses.fields(obj)}
-        return {"c": f"{type(obj).__module__}:{type(obj).__qualname__}", "f": fields}
+        return {"c": cls_name, "f": fields}
     raise SessionError(f"the chunk decoder's state contains a {type(obj).__name__}, which a session file cannot "
                        f"store (allowed: tensors, lists, tuples, str-keyed dicts, numbers, strings, None and "
                        f"sf_core dataclasses); save the session without the decoder state")
@@ -201,17 +207,26 @@ def _unpack(spec: Any, prefix: str, tensors: dict[str, torch.Tensor], device: to
         return tuple(_unpack(x, prefix, tensors, device) for x in spec["u"])
     if "d" in spec:
         return {k: _unpack(v, prefix, tensors, device) for k, v in spec["d"].items()}
+    if "s" in spec:
+        sub = spec["p"]
+        return _state_class(spec["s"]).from_tensors({k: v.to(device) for k, v in tensors.items()
+                                                     if k.startswith(sub)}, sub)
     if "c" in spec:
-        module, qualname = spec["c"].split(":")
-        if not module.startswith("sf_core."):  # never import arbitrary modules named by a file
-            raise SessionError(f"decoder state class {spec['c']} is not part of sf_core")
-        cls = importlib.import_module(module)
-        for part in qualname.split("."):
-            cls = getattr(cls, part)
+        cls = _state_class(spec["c"])
         if not dataclasses.is_dataclass(cls):
             raise SessionError(f"decoder state class {spec['c']} is not a dataclass")
         return cls(**{k: _unpack(v, prefix, tensors, device) for k, v in spec["f"].items()})
     raise SessionError(f"unknown decoder state entry {spec}")
+
+
+def _state_class(name: str):
+    module, qualname = name.split(":")
+    if not module.startswith("sf_core."):  # never import arbitrary modules named by a file
+        raise SessionError(f"decoder state class {name} is not part of sf_core")
+    cls = importlib.import_module(module)
+    for part in qualname.split("."):
+        cls = getattr(cls, part)
+    return cls
 
 
 __all__ = ["save_session", "load_session", "FORMAT", "VERSION"]

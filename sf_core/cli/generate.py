@@ -1,0 +1,198 @@
+"""`python -m sf_core generate`: prompts -> causal sampler -> streaming decode -> mp4, without ComfyUI.
+
+    python -m sf_core generate --model toy --prompt "a red square moving left fast" -o out.mp4
+    python -m sf_core generate --model self_forcing_dmd.pt --vae Wan2.1_VAE.pth \\
+        --text-encoder models_t5_umt5-xxl-enc-bf16.pth --tokenizer google/umt5-xxl \\
+        --prompt "0:a fox in the snow" --prompt "5s:the fox starts running" --seconds 20 -o fox.mp4
+    python -m sf_core generate --model ... --resume fox.session.safetensors --prompt "0:it jumps" --seconds 5
+
+Frames are decoded and written chunk by chunk while the video is generated; the progress bar shows chunks
+and frames per second. Exit codes: 0 done, 2 bad input (the message says what to change), 130 interrupted
+(with --save-session the session is saved first, so the video can be continued).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from ..config import ConfigError
+from ..pipeline import Bundle, ChunkResult, generate, plan_chunks
+from ..prompts import SWITCH_POLICIES, PromptError, PromptSchedule
+from ..sampler import NonFiniteError
+from ..session import SessionError, new_session
+from . import inputs
+
+log = logging.getLogger("sf_core.generate")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m sf_core generate", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    m = p.add_argument_group("model")
+    m.add_argument("--model", default="toy", help="'toy' (the embedded toy model) or a Self Forcing / Wan2.1 T2V "
+                   "transformer file or folder (.pt, .safetensors, sharded)")
+    m.add_argument("--which", default="auto", choices=("auto", "generator", "generator_ema"),
+                   help="which weights of a Self Forcing training checkpoint")
+    m.add_argument("--vae", help="decoder weights: Wan2.1 VAE (Wan2.1_VAE.pth, wan_2.1_vae.safetensors) or TAEHV "
+                   "(taew2_1.pth); without it only latents are written (--latents-out)")
+    m.add_argument("--text-encoder", help="umT5-XXL encoder: HF folder, HF-named single file or Wan's .pth")
+    m.add_argument("--tokenizer", help="umT5 tokenizer folder (needed with a single text-encoder file)")
+    m.add_argument("--embeddings", help="safetensors of precomputed prompt embeddings [L, D]; prompts name tensors")
+    pr = p.add_argument_group("prompts")
+    pr.add_argument("--prompt", action="append", help="'TEXT', 'CHUNK:TEXT' or 'SECONDSs:TEXT' (repeatable): the "
+                    "prompt from that chunk / time on")
+    pr.add_argument("--prompts", help='JSON schedule: [{"start": 0, "prompt": "..."}, {"seconds": 4, "prompt": "..."}]')
+    pr.add_argument("--switch", default="recache", choices=SWITCH_POLICIES, help="what a prompt change does to "
+                    "the KV cache: recompute it under the new prompt, or keep it")
+    pr.add_argument("--transition", type=int, default=0, help="blend old -> new prompt over this many chunks")
+    ln = p.add_argument_group("length and size (default 5 s)")
+    g = ln.add_mutually_exclusive_group()
+    g.add_argument("--seconds", type=float, help="video length, rounded up to whole chunks")
+    g.add_argument("--frames", type=int, help="video frames (must fit the chunking: 81, 93, ... for Wan)")
+    g.add_argument("--latent-frames", type=int, help="latent frames (21 = Self Forcing's training length)")
+    ln.add_argument("--fps", type=float, help="frame rate of the mp4 (default: the model's, 16 for Wan)")
+    ln.add_argument("--width", type=int, help="width in pixels (default 832 for Wan)")
+    ln.add_argument("--height", type=int, help="height in pixels (default 480 for Wan)")
+    sm = p.add_argument_group("sampling")
+    sm.add_argument("--seed", type=int, default=0)
+    sm.add_argument("--steps", help="denoising steps, e.g. 1000,750,500,250 (the default)")
+    sm.add_argument("--shift", type=float, help="timestep shift (default 5)")
+    sm.add_argument("--chunk-frames", type=int, help="latent frames per chunk (default: the model's, 3)")
+    sm.add_argument("--independent-first-frame", action="store_true", default=None)
+    sm.add_argument("--window", help="KV-cache window in latent frames (default 21) or 'global'")
+    sm.add_argument("--sink", type=int, help="sink frames kept at the start of the window (default: first chunk)")
+    sm.add_argument("--context-t", type=float, help="timestep of the context pass (default 0 = clean)")
+    rt = p.add_argument_group("runtime")
+    rt.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    rt.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+                    help="compute dtype (auto: bf16 on CUDA, fp32 on CPU)")
+    rt.add_argument("--attention", default="sdpa", choices=("sdpa", "sage", "auto"))
+    rt.add_argument("--threads", type=int, help="torch CPU threads")
+    out = p.add_argument_group("output")
+    out.add_argument("-o", "--output", default="video.mp4", help="mp4 to write ('' = none)")
+    out.add_argument("--crf", type=int, default=18, help="H.264 quality (lower = better, 0 = lossless)")
+    out.add_argument("--latents-out", help="also save the generated latents (safetensors, key 'latents')")
+    out.add_argument("--save-session", help="save the session here at the end (continue it with --resume)")
+    out.add_argument("--compact-session", action="store_true", help="save the session without its KV cache "
+                     "(small file; the cache is recomputed on resume)")
+    out.add_argument("--resume", help="continue a saved session (its sampling settings are kept)")
+    out.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    out.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None, bundle: Bundle | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO if not args.quiet else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return run(args, bundle)
+    except (ConfigError, PromptError, SessionError, NonFiniteError, OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def run(args, bundle: Bundle | None = None) -> int:
+    """Do the generation described by parsed `args`; `bundle` replaces loading one from the arguments."""
+    from ..session_io import load_session, save_session  # noqa: PLC0415
+    from ..video import VideoWriter  # noqa: PLC0415
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = inputs.pick_device(args.device)
+    dtype = inputs.pick_dtype(args.dtype, device)
+    t_load = time.perf_counter()
+    bundle = bundle or inputs.load_bundle(args, device, dtype)
+    model = bundle.transformer
+    fps = args.fps or bundle.fps
+    cond = inputs.conditioner(args, bundle)
+    specs = inputs.prompt_specs(args)
+    if args.resume:
+        session = load_session(args.resume, model, device=device)
+        st = session.settings
+        if specs:
+            entries = inputs.build_entries(specs, cond, fps=fps, causal=st.causal,
+                                           temporal_scale=bundle.temporal_scale, offset_chunk=session.chunk_index)
+            kept = tuple(e for e in session.prompts.entries if e.start_chunk < entries[0].start_chunk)
+            session.prompts = PromptSchedule(kept + tuple(entries), policy=args.switch,
+                                             transition_chunks=args.transition)
+    else:
+        st = inputs.settings_from_args(args, bundle.settings)
+        entries = inputs.build_entries(specs, cond, fps=fps, causal=st.causal, temporal_scale=bundle.temporal_scale)
+        schedule = inputs.new_schedule(entries, args.switch, args.transition)
+        session = new_session(model, schedule, latent_hw=inputs.latent_size(args, bundle), seed=args.seed,
+                              settings=st, dtype=dtype, device=device)
+    fresh = session.next_frame == 0
+    n_latent = inputs.latent_length(args, st.causal, fps=fps, temporal_scale=bundle.temporal_scale, fresh=fresh)
+    n_chunks = len(plan_chunks(st.causal, session.next_frame, n_latent))
+    decoder = bundle.decoder
+    if args.output and decoder is None:
+        raise ConfigError("writing an mp4 needs a decoder: pass --vae (Wan VAE or TAEHV weights), or -o '' with "
+                          "--latents-out to keep only the latents")
+    log.info("loaded %s in %.1f s; generating %d latent frames (%d chunks) at latent size %dx%d on %s (%s)",
+             bundle.name, time.perf_counter() - t_load, n_latent, n_chunks, *session.latent_hw, device,
+             str(dtype).removeprefix("torch."))
+
+    writer = VideoWriter(args.output, fps, crf=args.crf) if args.output else None
+    stats = {"frames": 0, "first": None, "chunk_s": []}
+    bar = None if args.quiet else _progress(n_chunks)
+    t0 = time.perf_counter()
+
+    def on_chunk(r: ChunkResult) -> None:
+        if r.frames is not None:
+            if writer is not None:
+                writer.write(r.frames[0])
+            stats["frames"] += r.frames.shape[2]
+        if stats["first"] is None:
+            stats["first"] = time.perf_counter() - t0
+        stats["chunk_s"].append(r.seconds)
+        if bar is not None:
+            el = time.perf_counter() - t0
+            bar.set_postfix_str(f"{stats['frames'] / el:.1f} fps, {1000 * r.seconds:.0f} ms/chunk"
+                                + (" (prompt switch)" if r.switched else ""))
+            bar.update(1)
+
+    status = 0
+    try:
+        latents = generate(model, session, num_frames=n_latent, decoder=decoder, on_chunk=on_chunk,
+                           backend=args.attention, keep_latents=bool(args.latents_out))
+    except KeyboardInterrupt:
+        print(f"\ninterrupted after {session.chunk_index} chunks", file=sys.stderr)
+        latents, status = None, 130
+    finally:
+        if bar is not None:
+            bar.close()
+        if writer is not None:
+            writer.close()
+    elapsed = time.perf_counter() - t0
+    if args.save_session:
+        save_session(session, args.save_session, include_cache=not args.compact_session)
+    if latents is not None and args.latents_out:
+        from safetensors.torch import save_file  # noqa: PLC0415
+
+        save_file({"latents": latents.float().cpu().contiguous()}, args.latents_out)
+    summary = {"latent_frames": session.next_frame, "video_frames": stats["frames"], "seconds": round(elapsed, 3),
+               "fps": round(stats["frames"] / elapsed, 2) if elapsed > 0 else None,
+               "first_chunk_s": None if stats["first"] is None else round(stats["first"], 3),
+               "mean_chunk_s": round(sum(stats["chunk_s"]) / max(len(stats["chunk_s"]), 1), 4),
+               "output": args.output or None, "session": args.save_session}
+    print(json.dumps(summary))
+    return status
+
+
+def _progress(total: int):
+    try:
+        from tqdm import tqdm  # noqa: PLC0415
+    except ImportError:
+        return None
+    return tqdm(total=total, unit="chunk", desc="generating", file=sys.stderr, dynamic_ncols=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,134 @@
+"""Writing generated frames to mp4 (H.264 through PyAV), one chunk at a time.
+
+Frames come from a chunk decoder as [3, T, H, W] (or [B, 3, T, H, W] with B = 1) floats in [-1, 1]; they are
+mapped to uint8 RGB and encoded as yuv420p H.264, the format every player reads. yuv420p needs even sizes:
+an odd height or width is padded by repeating the last row / column (logged once).
+"""
+from __future__ import annotations
+
+import logging
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+
+class VideoError(ValueError):
+    """Frames or a video file that cannot be written / read as asked."""
+
+
+def _av():
+    try:
+        import av  # noqa: PLC0415 - optional dependency of the standalone CLI
+    except ImportError as exc:
+        raise VideoError("writing mp4 needs PyAV: pip install av (it bundles ffmpeg)") from exc
+    return av
+
+
+def to_uint8(frames: torch.Tensor) -> np.ndarray:
+    """[3, T, H, W] (or [1, 3, T, H, W]) in [-1, 1] -> uint8 array [T, H, W, 3]."""
+    if frames.ndim == 5:
+        if frames.shape[0] != 1:
+            raise VideoError(f"one video at a time: got a batch of {frames.shape[0]}; write each item separately")
+        frames = frames[0]
+    if frames.ndim != 4 or frames.shape[0] != 3:
+        raise VideoError(f"frames must be [3, T, H, W] RGB in [-1, 1], got shape {tuple(frames.shape)}")
+    x = ((frames.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.permute(1, 2, 3, 0).contiguous().cpu().numpy()
+
+
+class VideoWriter:
+    """An mp4 written chunk by chunk: `with VideoWriter(path, fps) as w: w.write(frames)`.
+
+    crf: H.264 quality (0 = lossless, 18 = visually lossless, 23 = libx264's default).
+    """
+
+    def __init__(self, path: str | Path, fps: float, *, crf: int = 18, codec: str = "libx264"):
+        if not fps > 0:
+            raise VideoError(f"fps must be > 0, got {fps}")
+        self.path = Path(path)
+        self.fps = fps
+        self.crf = int(crf)
+        self.codec = codec
+        self.frames_written = 0
+        self._container: Any = None
+        self._stream: Any = None
+        self._size: tuple[int, int] | None = None
+
+    def _open(self, height: int, width: int) -> None:
+        av = _av()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._container = av.open(str(self.path), mode="w")
+        stream = self._container.add_stream(self.codec, rate=Fraction(self.fps).limit_denominator(1001))
+        stream.width, stream.height = width + width % 2, height + height % 2
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": str(self.crf)}
+        if (height % 2) or (width % 2):
+            log.info("padding %dx%d frames to even size %dx%d for yuv420p", width, height, stream.width,
+                     stream.height)
+        self._stream = stream
+        self._size = (height, width)
+
+    def write(self, frames: torch.Tensor | np.ndarray) -> None:
+        """Append frames: a tensor [3, T, H, W] / [1, 3, T, H, W] in [-1, 1], or uint8 [T, H, W, 3]."""
+        arr = to_uint8(frames) if isinstance(frames, torch.Tensor) else np.asarray(frames)
+        if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3:
+            raise VideoError(f"expected uint8 frames [T, H, W, 3], got {arr.dtype} {arr.shape}")
+        if self._container is None:
+            self._open(arr.shape[1], arr.shape[2])
+        if arr.shape[1:3] != self._size:
+            raise VideoError(f"frame size changed from {self._size} to {arr.shape[1:3]} within one video")
+        av = _av()
+        ph, pw = self._stream.height - arr.shape[1], self._stream.width - arr.shape[2]
+        if ph or pw:
+            arr = np.pad(arr, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="edge")
+        for img in arr:
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
+            for packet in self._stream.encode(frame):
+                self._container.mux(packet)
+        self.frames_written += arr.shape[0]
+
+    def close(self) -> None:
+        if self._container is None:
+            return
+        for packet in self._stream.encode():
+            self._container.mux(packet)
+        self._container.close()
+        self._container = None
+
+    def __enter__(self) -> "VideoWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def write_video(path: str | Path, frames: torch.Tensor, fps: float, **kw) -> Path:
+    """Write all frames [3, T, H, W] (or [1, 3, T, H, W]) in [-1, 1] to an mp4 at once."""
+    with VideoWriter(path, fps, **kw) as w:
+        w.write(frames)
+    return Path(path)
+
+
+def probe_video(path: str | Path) -> dict[str, Any]:
+    """{"frames", "width", "height", "fps"} of a video file, frames counted by decoding it."""
+    av = _av()
+    with av.open(str(path)) as c:
+        s = c.streams.video[0]
+        n = sum(1 for _ in c.decode(s))
+        return {"frames": n, "width": s.codec_context.width, "height": s.codec_context.height,
+                "fps": float(s.average_rate) if s.average_rate else None}
+
+
+def read_video(path: str | Path) -> np.ndarray:
+    """All frames of a video file as uint8 [T, H, W, 3]."""
+    av = _av()
+    with av.open(str(path)) as c:
+        return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+
+
+__all__ = ["VideoWriter", "VideoError", "write_video", "probe_video", "read_video", "to_uint8"]
