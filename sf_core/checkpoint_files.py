@@ -76,7 +76,8 @@ def read(path: str | Path) -> RawCheckpoint:
             raw.tensors, raw.metadata = _read_safetensors(target)
         else:
             raw = RawCheckpoint(path, [target], "pickle", obj=read_pickle(target))
-    if path.is_dir() or target.name.startswith("diffusion_pytorch_model") or raw.container == "sharded_safetensors":
+    # config.json beside Wan / diffusers weights describes them; elsewhere it may belong to anything else
+    if target.name.startswith("diffusion_pytorch_model") or raw.container == "sharded_safetensors":
         raw.config_json = _read_config_json(target.parent / "config.json")
     return raw
 
