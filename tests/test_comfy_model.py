@@ -63,6 +63,7 @@ def test_converted_file_loads_as_wan21_t2v(tmp_path_factory):
     assert r["dims"] == {"dim": 256, "num_heads": 2, "num_layers": 2, "ffn_dim": 512, "in_dim": 16, "out_dim": 16,
                          "text_len": 512, "model_type": "t2v"}
     assert r["weights_equal_source"], "UNETLoader's weights differ from the checkpoint's generator_ema"
+    assert r["bf16_base"] == "WAN21" and r["bf16_weights_equal_source"]
 
 
 def test_wan_forward_on_comfy_module_equals_ours(tmp_path_factory):
@@ -158,6 +159,7 @@ def run_checks(out_dir: Path) -> dict:
     models.mkdir()
     convert(pt, models / "sf_tiny_fp32.safetensors", which="generator_ema", dtype="fp32")
     convert(pt, models / "sf_tiny_fp8.safetensors", which="generator_ema", dtype="fp8")
+    convert(pt, models / "sf_tiny_bf16.safetensors")  # the converter's defaults: auto (= EMA), bf16
     folder_paths.add_model_folder_path("diffusion_models", str(models), is_default=True)
     loader = nodes.UNETLoader()
     res: dict = {}
@@ -172,6 +174,11 @@ def run_checks(out_dir: Path) -> dict:
                  "in_dim": dm.in_dim, "out_dim": dm.out_dim, "text_len": dm.text_len, "model_type": dm.model_type},
         "weights_equal_source": all(torch.equal(dm_sd[k].float(), v) for k, v in src_sd.items()),
     }
+    pb = loader.load_unet("sf_tiny_bf16.safetensors", "default")[0]
+    bf_sd = pb.model.diffusion_model.state_dict()
+    res["load"]["bf16_base"] = type(pb.model).__name__
+    res["load"]["bf16_weights_equal_source"] = all(
+        torch.equal(bf_sd[k].float(), v.to(torch.bfloat16).float()) for k, v in src_sd.items())
 
     ours = load_model(models / "sf_tiny_fp32.safetensors")
     g = torch.Generator().manual_seed(1)
