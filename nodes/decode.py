@@ -6,12 +6,41 @@ the frames equal a full `VAEDecode` (same first-frame handling: T latent frames 
 """
 from __future__ import annotations
 
+import logging
+
 import torch
 from comfy_api.latest import io
 
+from sf_core.vae.protocol import VAEError
+
 from . import host, types
-from .decoders import decode_stream, pick_decoder
+from .decoders import HostDecoder, decode_stream, pick_decoder
+from .runner import session_to, state_to
 from .streaming import LiveStream
+
+log = logging.getLogger("selfforcing.nodes")
+
+
+def stream_start(session, dec: HostDecoder, frames: int):
+    """(decoder state to start from, whether the session can carry the stream on) for latents of `frames` frames.
+
+    The latents continue the session's decoded stream when they are its last `frames` frames and the session
+    holds a state of this decoder (or they start the video); otherwise a new stream starts and the session's
+    decoder state is left alone.
+    """
+    if session is None:
+        return None, False
+    if not hasattr(session, "next_frame"):
+        raise host.NodeInputError(f"session: expected an SF_SESSION, got {type(session).__name__}")
+    first = session.next_frame - frames
+    if first == 0:
+        return None, True
+    if session.decoded_frames == first and session.decoder_state is not None:
+        return session.decoder_state, True
+    log.warning("SF Streaming VAE Decode: these %d latent frames do not continue the session's decoded stream "
+                "(it has decoded %d of %d frames): decoding them as a new stream", frames, session.decoded_frames,
+                session.next_frame)
+    return None, False
 
 
 def latent_chunks(z: torch.Tensor, chunk_frames: int):
@@ -31,6 +60,11 @@ class StreamingDecode(io.ComfyNode):
                         "identical to VAEDecode, each chunk shown in the live player as soon as it is decoded.",
             inputs=[
                 io.Latent.Input("samples", tooltip="Video latent (from SF Causal Sampler or any Wan2.1 sampler)."),
+                types.Session.Input("session", optional=True,
+                                    tooltip="The session these latents belong to (SF Causal Sampler / SF Continue "
+                                            "Session): the decode then continues its video seamlessly and the "
+                                            "session output remembers the decoder state for the next "
+                                            "continuation."),
                 io.Vae.Input("vae", optional=True, tooltip="Wan2.1 VAE (Load VAE)."),
                 types.Decoder.Input("decoder", optional=True,
                                     tooltip="A pack decoder instead of the VAE (TAEHV preview decoder, toy "
@@ -42,12 +76,16 @@ class StreamingDecode(io.ComfyNode):
                 io.Boolean.Input("live_preview", default=True,
                                  tooltip="Send each decoded chunk to the browser while decoding."),
             ],
-            outputs=[io.Image.Output(display_name="images", tooltip="All frames [N, H, W, 3] (batch-major).")],
+            outputs=[io.Image.Output(display_name="images", tooltip="All frames [N, H, W, 3] (batch-major)."),
+                     types.Session.Output(display_name="session",
+                                          tooltip="The input session with this decode's stream state (empty if no "
+                                                  "session was connected).")],
             hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
-    def execute(cls, samples, chunk_frames, fps, live_preview, vae=None, decoder=None) -> io.NodeOutput:
+    def execute(cls, samples, chunk_frames, fps, live_preview, vae=None, decoder=None,
+                session=None) -> io.NodeOutput:
         node_id = cls.hidden.unique_id if cls.hidden is not None else None
         dec = pick_decoder(vae=vae, decoder=decoder)
         if dec is None:
@@ -57,6 +95,7 @@ class StreamingDecode(io.ComfyNode):
             raise host.NodeInputError(f"samples: expected a video LATENT [B, C, T, h, w], got "
                                       f"{tuple(getattr(raw, 'shape', ()))}")
         z = dec.to_model_space(raw)
+        state, carry = stream_start(session, dec, int(z.shape[2]))
         n = -(-z.shape[2] // int(chunk_frames))
         live = LiveStream(node_id, "decode", fps, n, enabled=bool(live_preview))
         progress = host.Progress(n, node_id)
@@ -67,7 +106,17 @@ class StreamingDecode(io.ComfyNode):
 
         status = "error"
         try:
-            images = decode_stream(dec, latent_chunks(z, int(chunk_frames)), on_chunk, host.check_interrupt)
+            try:
+                images, state = decode_stream(dec, latent_chunks(z, int(chunk_frames)), on_chunk,
+                                              host.check_interrupt, state)
+            except VAEError:
+                if state is None:
+                    raise
+                log.warning("SF Streaming VAE Decode: the session's decoder state belongs to another decoder; "
+                            "decoding as a new stream")
+                carry = False
+                images, state = decode_stream(dec, latent_chunks(z, int(chunk_frames)), on_chunk,
+                                              host.check_interrupt, None)
             status = "done"
         except BaseException as e:
             status = "interrupted" if type(e).__name__ == "InterruptProcessingException" else "error"
@@ -76,4 +125,9 @@ class StreamingDecode(io.ComfyNode):
             live.end(status)
             if status != "done":
                 host.free_memory()
-        return io.NodeOutput(images.reshape(-1, *images.shape[2:]))
+        out_session = session
+        if carry:
+            cpu = host.intermediate_device()
+            out_session = session_to(session, cpu)
+            out_session.decoder_state, out_session.decoded_frames = state_to(state, cpu), session.next_frame
+        return io.NodeOutput(images.reshape(-1, *images.shape[2:]), out_session)

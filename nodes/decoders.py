@@ -59,16 +59,16 @@ def pick_decoder(vae=None, decoder=None) -> HostDecoder | None:
 
 
 def decode_stream(dec: HostDecoder, chunks, on_chunk: Callable[[int, torch.Tensor], None] | None = None,
-                  check: Callable[[], None] | None = None) -> torch.Tensor:
+                  check: Callable[[], None] | None = None, state: Any = None) -> tuple[torch.Tensor, Any]:
     """Decode an iterable of model-space latent chunks [B, C, n, h, w] carrying the decoder's causal state.
 
     on_chunk(i, frames [B, T, H, W, 3] in [0, 1]) after each chunk; `check` runs before each chunk (the
-    host's interruption check). Returns all frames [B, T_total, H, W, 3] on the CPU.
+    host's interruption check); `state` continues an earlier stream. Returns (all frames [B, T_total, H, W, 3]
+    on the CPU, the decoder state after the last chunk).
     """
     from .streaming import frames_to_image
 
     dec.prepare()
-    state = None
     out = []
     for i, z in enumerate(chunks):
         if check is not None:
@@ -79,4 +79,4 @@ def decode_stream(dec: HostDecoder, chunks, on_chunk: Callable[[int, torch.Tenso
         out.append(img)
         if on_chunk is not None:
             on_chunk(i, img)
-    return torch.cat(out, dim=1)
+    return torch.cat(out, dim=1), state

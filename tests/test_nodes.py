@@ -322,3 +322,29 @@ def test_load_conditioning(host):
     (inp / "bad.safetensors").write_bytes(b"not a file")
     with pytest.raises(NodeInputError, match="not a readable"):
         LoadConditioning.run(file="bad.safetensors", key="")
+
+
+def test_decode_with_session_continues_the_stream_seamlessly(host, dm, tiny_vae):
+    from nodes.decode import StreamingDecode
+    from nodes.decoders import HostDecoder
+    from nodes.sampler import CausalSampler
+    from nodes.session import ContinueSession
+    from sf_core.vae.latent import normalize
+
+    dec = HostDecoder(tiny_vae)
+    first = CausalSampler.run(model=FakePatcher(dm), positive=cond(), **sampler_kw(length=21))
+    img1, s1 = StreamingDecode.run(samples=first[0], decoder=dec, session=first[1], chunk_frames=3, fps=16.0,
+                                   live_preview=False).args
+    assert s1.decoded_frames == 6 and first[1].decoder_state is None  # a copy carries the stream on
+    more = ContinueSession.run(model=FakePatcher(dm), session=s1, chunks=1, switch_policy="recache", fps=16.0,
+                               live_preview=False)
+    img2, s2 = StreamingDecode.run(samples=more[0], decoder=dec, session=more[1], chunk_frames=3, fps=16.0,
+                                   live_preview=False).args
+    assert img2.shape[0] == 12 and s2.decoded_frames == 9
+    z = normalize(torch.cat([first[0]["samples"], more[0]["samples"]], dim=2))
+    with torch.no_grad():
+        full = ((tiny_vae.decode(z) + 1) * 0.5).clamp(0, 1)[0].permute(1, 2, 3, 0)
+    torch.testing.assert_close(torch.cat([img1, img2]), full, rtol=0, atol=1e-5)
+    # without the session the second decode starts a new stream (9 frames for 3 latent frames)
+    alone = StreamingDecode.run(samples=more[0], decoder=dec, chunk_frames=3, fps=16.0, live_preview=False)[0]
+    assert alone.shape[0] == 9

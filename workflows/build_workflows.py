@@ -62,13 +62,13 @@ def text_to_video() -> list:
         dict(id=6, type="SF_CausalSampler", pos=[860, 0], widgets=sampler_widgets(),
              links=dict(model=(1, 0), positive=(4, 0), latent=(5, 0))),
         dict(id=7, type="SF_StreamingDecode", pos=[1300, 0], widgets=dict(chunk_frames=3, fps=16.0, live_preview=True),
-             links=dict(samples=(6, 0), vae=(3, 0))),
+             links=dict(samples=(6, 0), vae=(3, 0), session=(6, 1))),
         dict(id=8, type="CreateVideo", pos=[1700, 0], widgets=dict(fps=16.0), links=dict(images=(7, 0))),
         dict(id=9, type="SaveVideo", pos=[2000, 0],
              widgets=dict(filename_prefix="video/self_forcing", format="auto", codec="auto"),
              links=dict(video=(8, 0))),
         dict(id=10, type="SF_SaveSession", pos=[1300, 420],
-             widgets=dict(filename_prefix="selfforcing/session", include_cache=True), links=dict(session=(6, 1))),
+             widgets=dict(filename_prefix="selfforcing/session", include_cache=True), links=dict(session=(7, 1))),
     ]
     return g
 
