@@ -1,0 +1,404 @@
+"""Frozen, validated configuration of a training run (one file, JSON or TOML, plus `--set key=value`).
+
+Defaults are the official Self Forcing DMD recipe (configs/self_forcing_dmd.yaml on default_config.yaml):
+4-step warped list [1000, 750, 500, 250] at shift 5, score nets on the shift-8 grid, CFG 3.0, DMD timesteps
+clamped to [20, 980], generator/critic update ratio 5, AdamW lr 2e-6 / 4e-7 with betas (0, 0.999) and
+weight decay 0.01, grad clipping 10, EMA 0.99 from step 200, bf16 mixed precision. `TrainConfig.tiny()` is
+a seconds-per-step CPU preset with random tiny models.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from ..config import CausalConfig, ConfigError, WanConfig
+from ..kv_cache import GRAD_MODES
+from ..schedule import parse_steps
+
+METHODS = ("dmd", "sid", "ode", "teacher_forcing", "diffusion_forcing", "flow_matching")
+# methods with a trainable critic (fake score) next to the generator
+CRITIC_METHODS = ("dmd", "sid")
+# methods that need a frozen teacher (real score)
+TEACHER_METHODS = ("dmd", "sid")
+# methods that read clean latents (or ODE trajectories) instead of self-generated samples
+LATENT_METHODS = ("ode", "teacher_forcing", "diffusion_forcing", "flow_matching")
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
+
+
+@dataclass(frozen=True)
+class ModelsConfig:
+    """Where the networks come from. A path is a Self Forcing .pt, one of our safetensors or a Wan file.
+
+    generator: the causal student (Self Forcing: the ODE-initialised model). teacher: the frozen real score.
+    critic: initial weights of the fake score (default: the teacher's file, as in the official setup when
+    both are the 1.3B base). A missing path builds a randomly initialised model of `wan` (tests, benchmarks).
+    """
+
+    generator: str | None = None
+    generator_which: str = "auto"  # auto | generator | generator_ema (for Self Forcing .pt files)
+    teacher: str | None = None
+    critic: str | None = None
+    wan: str | dict = "1.3b"  # size of randomly initialised nets: tiny | 1.3b | 14b | WanConfig fields
+    init_seed: int = 0
+
+    def wan_config(self) -> WanConfig:
+        if isinstance(self.wan, Mapping):
+            return WanConfig.from_dict(self.wan)
+        presets = {"tiny": WanConfig.tiny, "1.3b": WanConfig.wan_1_3b, "14b": WanConfig.wan_14b}
+        _check(self.wan in presets, f"models.wan={self.wan!r}: use one of {sorted(presets)} or a dict of WanConfig "
+                                    f"fields")
+        return presets[self.wan]()
+
+
+@dataclass(frozen=True)
+class RolloutConfig:
+    """The generator's few-step causal sampling, as at inference (latent sizes in latent frames / pixels/8)."""
+
+    num_frames: int = 21
+    latent_height: int = 60
+    latent_width: int = 104
+    chunk_frames: int = 3
+    independent_first_frame: bool = False
+    denoising_steps: tuple[int, ...] = (1000, 750, 500, 250)
+    warp: bool = True  # map the steps onto the shifted grid (1000, 937.5, 833.3, 625 at shift 5)
+    shift: float = 5.0
+    context_noise: float = 0.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "denoising_steps", tuple(parse_steps(list(self.denoising_steps))))
+        _check(self.num_frames >= 1, f"rollout.num_frames must be >= 1, got {self.num_frames}")
+        _check(self.latent_height >= 2 and self.latent_width >= 2,
+               f"rollout latent size {self.latent_height}x{self.latent_width} is too small (>= 2x2)")
+        self.causal().chunk_bounds(self.num_frames)  # raises with the nearest valid lengths
+
+    def causal(self) -> CausalConfig:
+        return CausalConfig(chunk_frames=self.chunk_frames, independent_first_frame=self.independent_first_frame)
+
+
+@dataclass(frozen=True)
+class DMDConfig:
+    """Distribution matching (DMD / SiD) settings. kv_grad: how gradients pass the KV cache (spec 5.2):
+    "straight_through" = the official behaviour (values of the no-grad context pass, gradient of the exit
+    step's K/V), "detach" = committed cache rows are constants (differs by ~5-13 % in gradient)."""
+
+    guidance: float = 3.0
+    score_shift: float = 8.0
+    timestep_shift: float = 5.0
+    min_step: int = 20
+    max_step: int = 980
+    same_step_across_blocks: bool = True
+    last_step_only: bool = False
+    kv_grad: str = "straight_through"
+    update_ratio: int = 5
+    sid_alpha: float = 1.0
+
+    def __post_init__(self) -> None:
+        _check(0 <= self.min_step < self.max_step <= 1000,
+               f"dmd.min_step={self.min_step} / max_step={self.max_step} must satisfy 0 <= min < max <= 1000")
+        _check(self.kv_grad in GRAD_MODES, f"dmd.kv_grad={self.kv_grad!r}: use one of {GRAD_MODES}")
+        _check(self.update_ratio >= 1, f"dmd.update_ratio must be >= 1, got {self.update_ratio}")
+        _check(self.score_shift > 0 and self.timestep_shift > 0, "dmd shifts must be > 0")
+
+
+@dataclass(frozen=True)
+class SupervisedConfig:
+    """Teacher forcing, diffusion forcing, flow matching and ODE regression (spec 1.4, 5.7)."""
+
+    shift: float = 5.0  # noise-schedule grid of the supervised losses
+    loss_weighting: bool = True  # FlowSchedule.training_weight (bell around t=500), as model/diffusion.py
+    noise_augmentation_max_timestep: int = 0  # teacher forcing: noise the clean context up to this grid index
+    ode_steps: int = 48  # teacher Euler steps of the ODE pairs (shift = dmd.score_shift)
+    ode_guidance: float = 6.0  # CFG of the ODE pairs: x0_u + g (x0_c - x0_u)
+    ode_keep: tuple[int, ...] = (0, 12, 24, 36, 48)  # stored trajectory indices (last = clean)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ode_keep", tuple(int(i) for i in self.ode_keep))
+        _check(self.ode_steps >= 1, f"supervised.ode_steps must be >= 1, got {self.ode_steps}")
+        _check(len(self.ode_keep) >= 2 and list(self.ode_keep) == sorted(set(self.ode_keep))
+               and self.ode_keep[0] >= 0 and self.ode_keep[-1] == self.ode_steps,
+               f"supervised.ode_keep={self.ode_keep} must increase from >= 0 and end at ode_steps={self.ode_steps}")
+        _check(0 <= self.noise_augmentation_max_timestep < 1000,
+               "supervised.noise_augmentation_max_timestep must be in 0..999")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: float = 2e-6
+    lr_critic: float = 4e-7
+    betas: tuple[float, float] = (0.0, 0.999)
+    betas_critic: tuple[float, float] = (0.0, 0.999)
+    weight_decay: float = 0.01
+    eps: float = 1e-8
+    max_grad_norm: float = 10.0
+    max_grad_norm_critic: float = 10.0
+
+    def __post_init__(self) -> None:
+        for name in ("betas", "betas_critic"):
+            b = tuple(float(x) for x in getattr(self, name))
+            _check(len(b) == 2 and all(0 <= x < 1 for x in b), f"optim.{name}={b} must be two values in [0, 1)")
+            object.__setattr__(self, name, b)
+        _check(self.lr > 0 and self.lr_critic > 0, "optim learning rates must be > 0")
+        _check(self.max_grad_norm > 0 and self.max_grad_norm_critic > 0, "optim grad-norm limits must be > 0")
+
+
+@dataclass(frozen=True)
+class EMAConfig:
+    """EMA of the generator's trainable weights (fp32 shadow), created at `start_step`, updated after every
+    generator step. decay 0 disables it (export then writes the raw generator)."""
+
+    decay: float = 0.99
+    start_step: int = 200
+
+    def __post_init__(self) -> None:
+        _check(0 <= self.decay < 1, f"ema.decay must be in [0, 1), got {self.decay}")
+        _check(self.start_step >= 0, f"ema.start_step must be >= 0, got {self.start_step}")
+
+
+@dataclass(frozen=True)
+class LoRAConfig:
+    """LoRA-only training (rank 0 = off): low-rank adapters on the Linear layers whose names match
+    `targets` (fnmatch patterns over module names); merged into the weights on export."""
+
+    rank: int = 0
+    alpha: float | None = None  # scale = alpha / rank; None = rank (scale 1)
+    targets: tuple[str, ...] = ("blocks.*",)
+    dropout: float = 0.0
+    critic: bool = False  # also train the critic through LoRA
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "targets", tuple(self.targets))
+        _check(self.rank >= 0, f"lora.rank must be >= 0, got {self.rank}")
+        _check(0 <= self.dropout < 1, f"lora.dropout must be in [0, 1), got {self.dropout}")
+        _check(bool(self.targets), "lora.targets is empty")
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    """T2V-Turbo mixed reward on the decoded rollout (generator updates only):
+    L = L_method - beta_img * mean R_img(sampled frames) - beta_vid * R_vid(clip).
+    image / video / decoder: "package.module:factory" specs returning the callables (local weights only)."""
+
+    image: str | None = None
+    video: str | None = None
+    decoder: str | None = None
+    beta_img: float = 0.0
+    beta_vid: float = 0.0
+    image_frames: int = 2
+    video_frames: int = 4
+    window_latents: int = 2  # latent frames decoded with grad (inside one block that carried gradient)
+
+    @property
+    def enabled(self) -> bool:
+        return bool((self.image and self.beta_img) or (self.video and self.beta_vid))
+
+    def __post_init__(self) -> None:
+        _check(self.image_frames >= 1 and self.video_frames >= 1 and self.window_latents >= 1,
+               "reward frame counts must be >= 1")
+        if self.enabled:
+            _check(self.decoder is not None, "reward.decoder is required when a reward term is enabled "
+                                             "(a 'module:factory' spec returning a chunk decoder)")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """embeddings: a directory written by `encode-prompts`. latents: a directory of latent shards (supervised
+    methods) or ODE-pair shards (method ode). batch_size is per rank: global batch = batch_size * world."""
+
+    embeddings: str | None = None
+    latents: str | None = None
+    batch_size: int = 1
+    shuffle: bool = True
+
+    def __post_init__(self) -> None:
+        _check(self.batch_size >= 1, f"data.batch_size must be >= 1, got {self.batch_size}")
+
+
+@dataclass(frozen=True)
+class DistConfig:
+    """backend: auto (nccl on CUDA, gloo on CPU). fsdp: shard with FSDP2 when world > 1 (fully_shard per
+    transformer block, then the root). sharding: full (FULL_SHARD) or hybrid (shard inside groups of
+    `shard_size` ranks, default one node, replicate across them). mixed_precision: bf16 params and
+    activations, fp32 master weights and gradient reduction."""
+
+    backend: str = "auto"
+    fsdp: bool = True
+    sharding: str = "full"
+    shard_size: int | None = None
+    mixed_precision: bool = True
+    activation_checkpointing: bool = True
+    reshard_after_forward: bool = True
+
+    def __post_init__(self) -> None:
+        _check(self.backend in ("auto", "nccl", "gloo"), f"dist.backend={self.backend!r}: use auto, nccl or gloo")
+        _check(self.sharding in ("full", "hybrid"), f"dist.sharding={self.sharding!r}: use full or hybrid")
+
+
+@dataclass(frozen=True)
+class CheckpointConfig:
+    every: int = 50
+    keep_last: int = 3
+    resume: str = "auto"  # auto (latest in out_dir/checkpoints if any) | none | a checkpoint directory
+
+    def __post_init__(self) -> None:
+        _check(self.every >= 1 and self.keep_last >= 1, "checkpoint.every and keep_last must be >= 1")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    method: str = "dmd"
+    out_dir: str = "runs/self_forcing"
+    max_steps: int = 600
+    seed: int = 0
+    log_every: int = 1
+    export_at_end: bool = True
+    export_dtype: str = "bfloat16"  # storage dtype of the exported generator: bfloat16 | float16 | float32
+    models: ModelsConfig = field(default_factory=ModelsConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    dmd: DMDConfig = field(default_factory=DMDConfig)
+    supervised: SupervisedConfig = field(default_factory=SupervisedConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    ema: EMAConfig = field(default_factory=EMAConfig)
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    dist: DistConfig = field(default_factory=DistConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+
+    def __post_init__(self) -> None:
+        _check(self.method in METHODS, f"method={self.method!r}: use one of {METHODS}")
+        _check(self.max_steps >= 1, f"max_steps must be >= 1, got {self.max_steps}")
+        _check(self.log_every >= 1, f"log_every must be >= 1, got {self.log_every}")
+        _check(self.export_dtype in ("bfloat16", "float16", "float32"),
+               f"export_dtype={self.export_dtype!r}: use bfloat16, float16 or float32")
+        if self.method in LATENT_METHODS:
+            _check(self.data.latents is not None,
+                   f"method {self.method} trains on clean latents: set data.latents to a latent-shard directory "
+                   f"(write one with sf_core.train.data.write_latent_shards or `python -m sf_core.train ode-pairs`)")
+        elif self.data.embeddings is None:
+            _check(False, f"method {self.method} needs prompt embeddings: set data.embeddings to a directory "
+                          f"written by `python -m sf_core.train encode-prompts`")
+        if self.reward.enabled:
+            _check(self.method in ("dmd", "sid"), "the reward term applies to the self-rollout methods (dmd, sid)")
+
+    @property
+    def has_critic(self) -> bool:
+        return self.method in CRITIC_METHODS
+
+    @property
+    def has_teacher(self) -> bool:
+        return self.method in TEACHER_METHODS
+
+    # -- presets ------------------------------------------------------------------------------
+    @classmethod
+    def tiny(cls, out_dir: str = "runs/tiny", embeddings: str | None = None, **overrides: Any) -> "TrainConfig":
+        """Random tiny nets (dim 64, 2 layers), 6 latent frames of 4x4, 2 chunks: ~0.1 s/step on 2 CPU cores."""
+        base = cls(
+            method="dmd", out_dir=out_dir, max_steps=4, seed=1, export_dtype="float32",
+            models=ModelsConfig(wan="tiny", init_seed=0),
+            rollout=RolloutConfig(num_frames=6, latent_height=4, latent_width=4),
+            dmd=DMDConfig(update_ratio=2),
+            optim=OptimConfig(lr=1e-4, lr_critic=1e-4),
+            ema=EMAConfig(decay=0.9, start_step=1),
+            data=DataConfig(embeddings=embeddings or "embeddings", batch_size=1),
+            dist=DistConfig(mixed_precision=False),
+            checkpoint=CheckpointConfig(every=2, keep_last=2),
+        )
+        return apply_overrides(base, overrides) if overrides else base
+
+    # -- serialisation ------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(dataclasses.asdict(self))
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "TrainConfig":
+        return _build(cls, d, "")
+
+    @classmethod
+    def load(cls, path: str | Path, overrides: Mapping[str, Any] | None = None) -> "TrainConfig":
+        """Read a .json or .toml config, then apply dotted overrides {"optim.lr": 1e-5}."""
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        text = path.read_text(encoding="utf-8")
+        try:
+            d = tomllib.loads(text) if path.suffix.lower() == ".toml" else json.loads(text)
+        except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"config file {path} is not valid {path.suffix[1:] or 'JSON'}: {exc}") from None
+        cfg = cls.from_dict(d)
+        return apply_overrides(cfg, overrides) if overrides else cfg
+
+
+def _plain(x):
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    return x
+
+
+def _build(cls, d: Mapping[str, Any], where: str):
+    if not isinstance(d, Mapping):
+        raise ConfigError(f"config section {where or '<root>'} must be a table/object, got {type(d).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ConfigError(f"unknown config keys {[where + k for k in unknown]}; known: {sorted(names)}")
+    kw = {}
+    for k, v in d.items():
+        t = hints[k]
+        if dataclasses.is_dataclass(t):
+            kw[k] = _build(t, v, f"{where}{k}.")
+        elif isinstance(v, list):
+            kw[k] = tuple(v)
+        else:
+            kw[k] = v
+    try:
+        return cls(**kw)
+    except TypeError as exc:
+        raise ConfigError(f"bad config section {where or '<root>'}: {exc}") from None
+
+
+def apply_overrides(cfg: TrainConfig, overrides: Mapping[str, Any]) -> TrainConfig:
+    """Dotted-key overrides: {"optim.lr": 1e-5, "rollout.num_frames": 9}; string values are parsed as JSON
+    when they look like JSON (numbers, true/false, lists), else kept as strings."""
+    d = cfg.to_dict()
+    for key, value in overrides.items():
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                pass
+        node = d
+        parts = key.split(".")
+        for p in parts[:-1]:
+            if not isinstance(node.get(p), dict):
+                raise ConfigError(f"override {key!r}: {p!r} is not a config section")
+            node = node[p]
+        if parts[-1] not in node:
+            raise ConfigError(f"override {key!r}: unknown key {parts[-1]!r}; known: {sorted(node)}")
+        node[parts[-1]] = value
+    return TrainConfig.from_dict(d)
+
+
+def parse_set_args(items: list[str] | None) -> dict[str, str]:
+    """['optim.lr=1e-5', ...] -> {'optim.lr': '1e-5'} (CLI --set)."""
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set optim.lr=1e-5")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out

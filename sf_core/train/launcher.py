@@ -1,0 +1,176 @@
+"""Run the trainer as a subprocess (torchrun) and follow it: what the ComfyUI training node uses.
+
+Host-independent: the node passes its progress / interruption hooks in. The trainer reports through files
+in its run directory (`status.json`, `metrics.jsonl`, progress.py), so following it needs no pipe parsing
+and survives a restarted UI. Stopping is cooperative: a `STOP` file makes every rank finish the current
+step, write a checkpoint and exit 0; only if that does not happen within `grace_s` is the process group
+terminated (SIGTERM, which the trainer also turns into a checkpoint) and finally killed.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .progress import read_jsonl
+
+log = logging.getLogger(__name__)
+
+PACK_ROOT = Path(__file__).resolve().parents[2]
+
+
+class TrainingFailed(RuntimeError):
+    """The trainer exited with an error; the message carries its last output lines."""
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    config: Path
+    out_dir: Path
+    nproc_per_node: int = 1
+    nnodes: int = 1
+    node_rank: int = 0
+    master_addr: str = "127.0.0.1"
+    master_port: int = 29500
+    overrides: dict[str, str] = field(default_factory=dict)
+    python: str = sys.executable
+
+    def command(self) -> list[str]:
+        """`python -m torch.distributed.run ... -m sf_core.train run --config ... --out-dir ...`."""
+        cmd = [self.python, "-m", "torch.distributed.run", "--nproc_per_node", str(self.nproc_per_node)]
+        if self.nnodes == 1:
+            cmd += ["--standalone"]  # a free rendezvous port on this machine
+        else:
+            cmd += ["--nnodes", str(self.nnodes), "--node_rank", str(self.node_rank),
+                    "--master_addr", self.master_addr, "--master_port", str(self.master_port)]
+        cmd += ["-m", "sf_core.train", "run", "--config", str(self.config), "--out-dir", str(self.out_dir)]
+        for k, v in self.overrides.items():
+            cmd += ["--set", f"{k}={v}"]
+        return cmd
+
+
+def running_pid(out_dir: str | Path) -> int | None:
+    """The pid of a trainer that is still running in out_dir (from its status.json), else None."""
+    import json
+
+    p = Path(out_dir) / "status.json"
+    try:
+        st = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    pid = st.get("pid")
+    if st.get("state") not in ("starting", "running") or not isinstance(pid, int):
+        return None
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return None
+    return pid
+
+
+class TrainingProcess:
+    def __init__(self, spec: LaunchSpec, env: dict[str, str] | None = None):
+        self.spec = spec
+        self.out_dir = Path(spec.out_dir)
+        self.log_path = self.out_dir / "train.log"
+        self._rows_seen = 0
+        other = running_pid(self.out_dir)
+        if other is not None:
+            raise TrainingFailed(f"a trainer (pid {other}) is already running in {self.out_dir}; stop it first")
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self._rows_seen = len(read_jsonl(self.out_dir / "metrics.jsonl"))
+        full_env = dict(os.environ, **(env or {}))
+        full_env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACK_ROOT), full_env.get("PYTHONPATH", "")) if p)
+        full_env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // max(spec.nproc_per_node, 1))))
+        self._log = open(self.log_path, "ab")
+        # own session: the node can signal the whole group (torchrun and its workers) and nothing else
+        self.proc = subprocess.Popen(spec.command(), cwd=str(PACK_ROOT), env=full_env, stdout=self._log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        log.info("started trainer pid %d: %s", self.proc.pid, " ".join(spec.command()))
+
+    def poll(self) -> int | None:
+        return self.proc.poll()
+
+    def new_rows(self) -> list[dict]:
+        rows = read_jsonl(self.out_dir / "metrics.jsonl")
+        if len(rows) < self._rows_seen:  # the trainer rewound metrics on resume
+            self._rows_seen = 0
+        new, self._rows_seen = rows[self._rows_seen:], len(rows)
+        return new
+
+    def status(self) -> dict:
+        import json
+
+        try:
+            return json.loads((self.out_dir / "status.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def request_stop(self) -> None:
+        (self.out_dir / "STOP").touch()
+
+    def stop(self, grace_s: float = 300.0) -> int:
+        """Cooperative stop (checkpoint, exit), then SIGTERM, then SIGKILL; returns the exit code."""
+        self.request_stop()
+        for sig, wait in ((None, grace_s), (signal.SIGTERM, 30.0), (signal.SIGKILL, 10.0)):
+            if sig is not None and self.proc.poll() is None:
+                try:
+                    os.killpg(self.proc.pid, sig)
+                except ProcessLookupError:
+                    pass
+            try:
+                return self.proc.wait(timeout=wait)
+            except subprocess.TimeoutExpired:
+                continue
+        return self.proc.wait()
+
+    def close(self) -> None:
+        self._log.close()
+
+
+def follow(proc: TrainingProcess, on_rows: Callable[[list[dict], dict], None],
+           check_interrupt: Callable[[], None] = lambda: None, *, poll_s: float = 0.5,
+           grace_s: float = 300.0) -> dict:
+    """Forward new metric rows until the trainer exits. If `check_interrupt` raises (the user cancelled),
+    stop the trainer cooperatively (it writes a checkpoint) and re-raise. Raises TrainingFailed on a
+    non-zero exit. Returns the final status.json content."""
+    try:
+        while True:
+            try:
+                check_interrupt()
+            except BaseException:
+                code = proc.stop(grace_s)
+                log.info("training stopped on request (exit code %s)", code)
+                raise
+            rows = proc.new_rows()
+            if rows:
+                on_rows(rows, proc.status())
+            code = proc.poll()
+            if code is not None:
+                rows = proc.new_rows()
+                if rows:
+                    on_rows(rows, proc.status())
+                break
+            time.sleep(poll_s)
+    finally:
+        proc.close()
+    status = proc.status()
+    if code != 0:
+        tail = proc.log_tail()
+        errors = [ln for ln in tail.splitlines() if ln.startswith("error:")]
+        raise TrainingFailed(errors[-1][len("error: "):] if errors else
+                             f"the trainer exited with code {code}; last output:\n{tail}")
+    return status

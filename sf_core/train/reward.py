@@ -1,0 +1,133 @@
+"""T2V-Turbo mixed reward on the decoded Self Forcing rollout (turbo_and_eval.md section 1.6).
+
+In generator updates only: L_G = L_DMD - beta_img * mean_m R_img(frame_m, prompt) - beta_vid * R_vid(clip, prompt).
+The rollout output carries gradient through each chunk's exit step. Wan's VAE is causal in time, so the
+latents before the reward window are decoded without grad to warm the decoder state, then a window of
+`window_latents` latent frames inside one chunk is decoded *with* grad through the chunk-decoder protocol
+(`decode_chunk(z, state) -> (frames in [-1, 1], state)`: our Wan VAE, TAEHV, or any object with that method).
+
+Reward callables (pluggable, from local files only -- nothing is downloaded):
+- image: `fn(images [N, 3, H, W] in [0, 1], prompts list[N]) -> scores [N]` (e.g. HPSv2 / CLIP cosine);
+- video: `fn(clips [N, T, 3, H, W] in [0, 1], prompts list[N]) -> scores [N]` (e.g. InternVideo2 / ViCLIP).
+They are given as "package.module:factory" specs; the factory is called without arguments and returns the
+callable (it loads its own weights from local paths). Decoders: "taehv:PATH", "wan:PATH", a weight file
+path (kind detected) or a "module:factory" spec. Frames of the window and the clip are chosen with keyed
+randomness (same on every rank).
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from ..config import ConfigError
+from .config import RewardConfig, RolloutConfig
+from .rng import keyed_generator
+
+log = logging.getLogger(__name__)
+
+ImageReward = Callable[[torch.Tensor, list[str]], torch.Tensor]
+VideoReward = Callable[[torch.Tensor, list[str]], torch.Tensor]
+
+
+def load_factory(spec: str, what: str) -> Any:
+    """Import "package.module:attr" and call attr() (no arguments)."""
+    mod, sep, attr = spec.partition(":")
+    if not sep or not mod or not attr:
+        raise ConfigError(f"reward.{what}={spec!r}: expected 'package.module:factory'")
+    try:
+        fn = getattr(importlib.import_module(mod), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"reward.{what}={spec!r} cannot be imported ({exc}); is the module on PYTHONPATH?") from None
+    return fn()
+
+
+def load_decoder(spec: str, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> Any:
+    """A chunk decoder from "taehv:PATH", "wan:PATH", a weight file, or a "module:factory" spec."""
+    kind, sep, rest = spec.partition(":")
+    if sep and kind in ("taehv", "wan"):
+        path, kind_ = rest, kind
+    elif Path(spec).exists():
+        path, kind_ = spec, "auto"
+    else:
+        dec = load_factory(spec, "decoder")
+        if not hasattr(dec, "decode_chunk"):
+            raise ConfigError(f"reward.decoder={spec!r} returned {type(dec).__name__}, which has no decode_chunk()")
+        return dec
+    if not Path(path).exists():
+        raise ConfigError(f"reward.decoder: {path} does not exist")
+    from ..vae.loader import load_decoder as _load  # the VAE part's loaders
+
+    try:
+        dec = _load(path, kind_, dtype=dtype, device=device)
+    except ValueError as exc:  # VAEError names the file and the problem
+        raise ConfigError(f"reward.decoder: {exc}") from None
+    if hasattr(dec, "requires_grad_"):
+        dec.requires_grad_(False)
+    return dec
+
+
+class RewardTerm:
+    """-beta_img * image reward - beta_vid * video reward of a decoded window of the rollout."""
+
+    def __init__(self, rcfg: RewardConfig, rollout: RolloutConfig, decoder: Any,
+                 image: ImageReward | None = None, video: VideoReward | None = None):
+        if decoder is None or not hasattr(decoder, "decode_chunk"):
+            raise ConfigError("the reward term needs a chunk decoder (an object with decode_chunk(z, state))")
+        self.cfg, self.decoder, self.image, self.video = rcfg, decoder, image, video
+        self.bounds = rollout.causal().chunk_bounds(rollout.num_frames)
+
+    @classmethod
+    def from_config(cls, rcfg: RewardConfig, rollout: RolloutConfig, device, dtype=torch.float32) -> "RewardTerm":
+        decoder = load_decoder(rcfg.decoder, device, dtype)
+        image = load_factory(rcfg.image, "image") if rcfg.image and rcfg.beta_img else None
+        video = load_factory(rcfg.video, "video") if rcfg.video and rcfg.beta_vid else None
+        return cls(rcfg, rollout, decoder, image, video)
+
+    def window(self, seed: int, step: int) -> tuple[int, int]:
+        """Latent frames [w0, w1) decoded with grad: inside one (keyed) chunk, at most window_latents long."""
+        g = keyed_generator(seed, step, "reward", "window")
+        s, e = self.bounds[int(torch.randint(0, len(self.bounds), (1,), generator=g))]
+        n = min(self.cfg.window_latents, e - s)
+        w0 = s + int(torch.randint(0, e - s - n + 1, (1,), generator=g))
+        return w0, w0 + n
+
+    def decode_window(self, x: torch.Tensor, w0: int, w1: int) -> torch.Tensor:
+        """Pixels [B, T, 3, H, W] in [0, 1] of latent frames [w0, w1) (with grad), the stream warmed on [0, w0)."""
+        state = None
+        if w0 > 0:
+            with torch.no_grad():
+                _, state = self.decoder.decode_chunk(x[:, :, :w0].detach(), None)
+        frames, _ = self.decoder.decode_chunk(x[:, :, w0:w1], state)
+        return (frames.float() * 0.5 + 0.5).clamp(0.0, 1.0).permute(0, 2, 1, 3, 4)
+
+    def __call__(self, x: torch.Tensor, batch, env, exits=None) -> tuple[torch.Tensor, dict[str, float]]:
+        w0, w1 = self.window(env.cfg.seed, env.step)
+        pix = self.decode_window(x, w0, w1)
+        b, t = pix.shape[:2]
+        g = keyed_generator(env.cfg.seed, env.step, "reward", "frames")
+        loss = pix.new_zeros(())
+        logs: dict[str, float] = {}
+        if self.image is not None and self.cfg.beta_img:
+            idx = torch.randperm(t, generator=g)[:min(self.cfg.image_frames, t)].sort().values
+            imgs = pix[:, idx].flatten(0, 1)  # [B*M, 3, H, W]
+            prompts = [p for p in batch.prompts for _ in range(len(idx))]
+            score = self.image(imgs, prompts).float().mean()
+            loss = loss - self.cfg.beta_img * score
+            logs["reward_image"] = float(score.detach())
+        if self.video is not None and self.cfg.beta_vid:
+            k = self.cfg.video_frames
+            if t >= k:
+                stride = t // k
+                off = int(torch.randint(0, t - stride * (k - 1), (1,), generator=g))
+                idx = torch.arange(k) * stride + off
+            else:
+                idx = torch.arange(t)
+            score = self.video(pix[:, idx], list(batch.prompts)).float().mean()
+            loss = loss - self.cfg.beta_vid * score
+            logs["reward_video"] = float(score.detach())
+        logs["reward_loss"] = float(loss.detach())
+        return loss.to(torch.float64), logs

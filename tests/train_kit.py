@@ -1,0 +1,72 @@
+"""Helpers for the training tests: tiny embedding / latent shards, tiny configs, the trainer CLI as a subprocess."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+PROMPTS = ["a red circle moving left", "a blue square moving up fast", "a green triangle moving right slowly",
+           "a yellow circle moving down", "a cyan square moving left slowly", "a magenta triangle moving up"]
+
+
+def write_embeddings(out: Path, n: int = 4) -> Path:
+    from sf_core.train.data import encode_prompts
+    from sf_core.toy.text import ToyTextEncoder
+
+    enc = ToyTextEncoder(text_dim=32)
+    return encode_prompts(PROMPTS[:n], enc.encode, out, negative_prompt="", encoder_name="toy")
+
+
+def write_latents(out: Path, n: int = 4, frames: int = 6, hw: int = 4, seed: int = 0) -> Path:
+    """Clean 'videos': smooth random latents (a moving blob would do as well; any fixed data works)."""
+    from sf_core.train.data import write_latent_shards
+    from sf_core.toy.text import ToyTextEncoder
+
+    enc = ToyTextEncoder(text_dim=32)
+    g = torch.Generator().manual_seed(seed)
+    lat = [torch.randn(16, frames, hw, hw, generator=g).cumsum(1) * 0.3 for _ in range(n)]
+    emb = enc.encode(PROMPTS[:n])
+    return write_latent_shards(out, lat, list(emb), PROMPTS[:n], enc.encode([""])[0], encoder="toy")
+
+
+def tiny_config(tmp: Path, **overrides):
+    from sf_core.train.config import TrainConfig
+
+    return TrainConfig.tiny(out_dir=str(tmp / "run"), embeddings=str(tmp / "emb"), **overrides)
+
+
+def write_config(path: Path, cfg) -> Path:
+    path.write_text(cfg.to_json(), encoding="utf-8")
+    return path
+
+
+def env() -> dict:
+    e = dict(os.environ)
+    e["PYTHONPATH"] = os.pathsep.join([str(ROOT), e.get("PYTHONPATH", "")])
+    e["OMP_NUM_THREADS"] = "1"
+    return e
+
+
+def cli(*args: str, nproc: int = 0, timeout: float = 300, **kw) -> subprocess.CompletedProcess:
+    """Run `python -m sf_core.train ARGS` (under torchrun --standalone with nproc > 0)."""
+    if nproc:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
+               "-m", "sf_core.train", *args]
+    else:
+        cmd = [sys.executable, "-m", "sf_core.train", *args]
+    return subprocess.run(cmd, cwd=str(ROOT), env=env(), capture_output=True, text=True, timeout=timeout, **kw)
+
+
+def metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def load_export(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
