@@ -1,0 +1,46 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { EVENTS, parseChunk, parseEnd, parseStart, stripFrames, viewPath } from "../lib/events.js";
+
+const chunk = {
+  stream: "ab12", node: "6", source: "sampler", chunk: 1, total_chunks: 7, start_frame: 9, frames: 12,
+  width: 832, height: 480, fps: 16, image: { filename: "ab12_00001.jpg", subfolder: "selfforcing", type: "temp" },
+  elapsed_s: 1.25,
+};
+
+test("event names match the Python side", () => {
+  assert.deepEqual(EVENTS, ["selfforcing.stream_start", "selfforcing.chunk", "selfforcing.stream_end"]);
+});
+
+test("a chunk event parses into the player's values", () => {
+  const c = parseChunk(chunk);
+  assert.equal(c.startFrame, 9);
+  assert.equal(c.totalChunks, 7);
+  assert.equal(c.image.subfolder, "selfforcing");
+  assert.equal(c.elapsed, 1.25);
+});
+
+test("malformed events are rejected with the field named", () => {
+  assert.throws(() => parseChunk({ ...chunk, frames: -1 }), /'frames'/);
+  assert.throws(() => parseChunk({ ...chunk, image: {} }), /'filename'/);
+  assert.throws(() => parseChunk({ ...chunk, fps: 0 }), /'fps'/);
+  assert.throws(() => parseStart({}), /'stream'/);
+});
+
+test("stream end statuses are normalised", () => {
+  assert.equal(parseEnd({ stream: "x", status: "interrupted", frames: 21 }).status, "interrupted");
+  assert.equal(parseEnd({ stream: "x", status: "weird" }).status, "done");
+});
+
+test("the /view path is URL-encoded", () => {
+  const p = viewPath({ filename: "a b&c.jpg", subfolder: "self forcing", type: "temp" });
+  assert.equal(p, "/view?filename=a+b%26c.jpg&subfolder=self+forcing&type=temp");
+});
+
+test("a strip yields one source rectangle per frame, numbered from the chunk's first frame", () => {
+  const f = stripFrames(parseChunk(chunk));
+  assert.equal(f.length, 12);
+  assert.deepEqual(f[0], { stream: "ab12", chunk: 1, index: 9, sx: 0, sy: 0, width: 832, height: 480 });
+  assert.equal(f[11].sy, 11 * 480);
+  assert.equal(f[11].index, 20);
+});

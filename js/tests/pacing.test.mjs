@@ -1,0 +1,46 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { Pacer } from "../lib/pacing.js";
+
+test("waits for the prebuffer, then shows frame k at k / fps", () => {
+  const p = new Pacer(10, { prebuffer: 3 });
+  assert.equal(p.tick(0, 2), -1);
+  assert.equal(p.tick(50, 3), 0);
+  assert.equal(p.tick(149, 3), 0);
+  assert.equal(p.tick(150, 3), 1);
+  assert.equal(p.tick(250, 3), 2);
+});
+
+test("a short ended stream starts without the prebuffer", () => {
+  const p = new Pacer(10, { prebuffer: 8 });
+  assert.equal(p.tick(0, 5, true), 0);
+});
+
+test("never skips frames: when playback outruns generation it holds the last frame, then resumes", () => {
+  const p = new Pacer(10, { prebuffer: 1 });
+  p.tick(0, 2);
+  assert.equal(p.tick(100, 2), 1);
+  assert.equal(p.tick(500, 2), 1); // starved: hold frame 1
+  assert.equal(p.rebuffers, 1);
+  assert.equal(p.tick(520, 5), 1); // more frames arrive: continue with 2 a period later, not jump to 4
+  assert.equal(p.tick(600, 5), 2);
+  assert.equal(p.tick(700, 5), 3);
+});
+
+test("changing the FPS keeps the frame on screen", () => {
+  const p = new Pacer(10, { prebuffer: 1 });
+  p.tick(0, 100);
+  assert.equal(p.tick(1000, 100), 10);
+  p.setFps(20);
+  assert.equal(p.tick(1000, 100), 10);
+  assert.equal(p.tick(1050, 100), 11);
+  assert.throws(() => p.setFps(0), /fps/);
+});
+
+test("a finished video loops", () => {
+  const p = new Pacer(10, { prebuffer: 1, loop: true });
+  p.tick(0, 4, true);
+  assert.equal(p.tick(300, 4, true), 3);
+  assert.equal(p.tick(400, 4, true), 0);
+  assert.equal(p.tick(1000, 4, true), 2);
+});
