@@ -164,8 +164,10 @@ def test_config_files_overrides_and_errors(tmp_path):
         TrainConfig.from_dict({"optim": {"learning_rate": 1}})
     with pytest.raises(ConfigError, match="nearest valid lengths"):
         apply_overrides(cfg, {"rollout.num_frames": 7})
+    from sf_core.train.trainer import open_dataset
+
     with pytest.raises(ConfigError, match="data.latents"):
-        apply_overrides(cfg, {"method": "teacher_forcing"})
+        open_dataset(apply_overrides(cfg, {"method": "teacher_forcing"}))
     with pytest.raises(ConfigError, match="KEY=VALUE"):
         parse_set_args(["optim.lr"])
     with pytest.raises(ConfigError, match="does not exist"):

@@ -70,3 +70,20 @@ def load_export(path: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     return load_file(str(path))
+
+
+# -- stand-in reward models and decoder for the T2V-Turbo reward term (real ones load local weights) ----------
+def brightness_reward():
+    """Image reward stand-in: mean brightness of each image [N, 3, H, W] -> [N]."""
+    return lambda images, prompts: images.mean(dim=(1, 2, 3))
+
+
+def smoothness_reward():
+    """Video reward stand-in: minus the mean absolute frame difference of each clip [N, T, 3, H, W] -> [N]."""
+    return lambda clips, prompts: -(clips[:, 1:] - clips[:, :-1]).abs().mean(dim=(1, 2, 3, 4))
+
+
+def tiny_decoder():
+    from sf_core.vae.tiny import tiny_taehv
+
+    return tiny_taehv(0).requires_grad_(False)

@@ -279,13 +279,6 @@ class TrainConfig:
         _check(self.log_every >= 1, f"log_every must be >= 1, got {self.log_every}")
         _check(self.export_dtype in ("bfloat16", "float16", "float32"),
                f"export_dtype={self.export_dtype!r}: use bfloat16, float16 or float32")
-        if self.method in LATENT_METHODS:
-            _check(self.data.latents is not None,
-                   f"method {self.method} trains on clean latents: set data.latents to a latent-shard directory "
-                   f"(write one with sf_core.train.data.write_latent_shards or `python -m sf_core.train ode-pairs`)")
-        elif self.data.embeddings is None:
-            _check(False, f"method {self.method} needs prompt embeddings: set data.embeddings to a directory "
-                          f"written by `python -m sf_core.train encode-prompts`")
         if self.reward.enabled:
             _check(self.method in ("dmd", "sid"), "the reward term applies to the self-rollout methods (dmd, sid)")
 

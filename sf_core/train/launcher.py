@@ -85,7 +85,9 @@ class TrainingProcess:
             raise TrainingFailed(f"a trainer (pid {other}) is already running in {self.out_dir}; stop it first")
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self._rows_seen = len(read_jsonl(self.out_dir / "metrics.jsonl"))
+        (self.out_dir / "STOP").unlink(missing_ok=True)  # requests of earlier runs are stale
         full_env = dict(os.environ, **(env or {}))
+        full_env["SF_TRAIN_LAUNCHED_AT"] = repr(time.time())
         full_env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACK_ROOT), full_env.get("PYTHONPATH", "")) if p)
         full_env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // max(spec.nproc_per_node, 1))))
         self._log = open(self.log_path, "ab")

@@ -10,8 +10,10 @@ SIGINT or a `STOP` file in out_dir, agreed by all ranks after the step).
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
+import time
 from pathlib import Path
 
 import torch
@@ -31,13 +33,20 @@ from .progress import Progress
 log = logging.getLogger(__name__)
 
 STOP_FILE = "STOP"
+STARTED_AT = time.time()  # about when this process started: STOP files older than the launch are stale
 
 
 def open_dataset(cfg: TrainConfig) -> ShardDataset:
-    if cfg.method == "ode":
-        return ShardDataset(cfg.data.latents, expect=["ode"])
+    """The run's data: ODE-pair shards (ode), latent shards (supervised methods) or prompt embeddings."""
     if cfg.method in LATENT_METHODS:
-        return ShardDataset(cfg.data.latents, expect=["latents", "ode"])
+        if cfg.data.latents is None:
+            raise ConfigError(f"method {cfg.method} trains on clean latents: set data.latents to a latent-shard "
+                              f"directory (sf_core.train.data.write_latent_shards, or `python -m sf_core.train "
+                              f"ode-pairs` for method ode)")
+        return ShardDataset(cfg.data.latents, expect=["ode"] if cfg.method == "ode" else ["latents", "ode"])
+    if cfg.data.embeddings is None:
+        raise ConfigError(f"method {cfg.method} needs prompt embeddings: set data.embeddings to a directory written "
+                          f"by `python -m sf_core.train encode-prompts`")
     return ShardDataset(cfg.data.embeddings)
 
 
@@ -188,7 +197,9 @@ class Trainer:
         if self.info.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             (self.out_dir / "config.json").write_text(self.cfg.to_json(), encoding="utf-8")
-            stop_file.unlink(missing_ok=True)  # a stale request from an earlier run
+            launched = float(os.environ.get("SF_TRAIN_LAUNCHED_AT", STARTED_AT))
+            if stop_file.exists() and stop_file.stat().st_mtime < launched:
+                stop_file.unlink()  # a stale request from an earlier run; a newer one is honoured after step 1
         self.progress.start(self.step)
         self._install_signals()
         try:
