@@ -62,10 +62,16 @@ def test_official_fixture_decode_and_encode():
     assert (mu - ref["wan/mu"]).abs().max().item() <= TOL
 
 
+@pytest.mark.parametrize("per_call", [1, 3], ids=["per_frame", "3_per_call"])
 @pytest.mark.parametrize("sizes", [3, 1, [2, 1, 3, 1], [1, 6]], ids=["chunk3", "frame", "uneven", "1+6"])
-def test_stream_equals_full_decode(vae, z, full, sizes):
-    with torch.no_grad():
-        parts, state = decode_stream(vae, z, sizes)
+def test_stream_equals_full_decode(vae, z, full, sizes, per_call):
+    """`full` is the reference per-frame decode; with 3 frames per call the grouping differs from it."""
+    vae.frames_per_call = per_call
+    try:
+        with torch.no_grad():
+            parts, state = decode_stream(vae, z, sizes)
+    finally:
+        vae.frames_per_call = 1
     sizes = [3, 3, 1] if sizes == 3 else [1] * 7 if sizes == 1 else sizes
     assert [p.shape[2] for p in parts] == [frames_out(n, i == 0) for i, n in enumerate(sizes)]
     streamed = torch.cat(parts, dim=2)
@@ -181,6 +187,8 @@ def test_bad_input(vae, z):
         vae.encode(torch.zeros(1, 3, 6, 16, 16))
     with pytest.raises(VAEError, match="multiple of 8"):
         vae.encode(torch.zeros(1, 3, 5, 20, 16))
+    with pytest.raises(VAEError, match="frames_per_call"):
+        WanVAE(WanVAEConfig.tiny(), frames_per_call=0)
     with pytest.raises(VAEError, match="z_dim"):
         WanVAEConfig(z_dim=48)
     with pytest.raises(VAEError, match="sum to"):

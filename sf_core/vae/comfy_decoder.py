@@ -17,7 +17,7 @@ from typing import Any, Callable
 import torch
 
 from .latent import LATENT_CHANNELS, denormalize
-from .protocol import (VAEError, check_chunk, check_continues, frames_out, slots_from_tensors,
+from .protocol import (VAEError, check_chunk, check_continues, frames_out, slots_from_tensors, slots_on,
                        slots_to_tensors, state_nbytes)
 
 COMFY_FIRST_FRAME = "Rep"  # ComfyUI's marker for a temporal upsampler that has passed frame 0
@@ -90,7 +90,7 @@ class ComfyWanDecoder:
             self.prepare()
         device = self.model.conv2.weight.device  # where ComfyUI put the weights (after prepare)
         x = self.model.conv2(denormalize(z).to(device=device, dtype=self.dtype))
-        feat = [None] * self.num_slots if state is None else list(state.feat)
+        feat = [None] * self.num_slots if state is None else list(slots_on(state.feat, device))
         outs = [self.model.decoder(x[:, :, j:j + 1], feat_cache=feat, feat_idx=[0]) for j in range(x.shape[2])]
         frames = torch.cat(outs, dim=2).float().clamp(-1.0, 1.0)
         assert frames.shape[2] == frames_out(x.shape[2], state is None)

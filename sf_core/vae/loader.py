@@ -137,8 +137,9 @@ def _source(path: Any) -> tuple[dict[str, torch.Tensor], str]:
 
 
 def load_wan_vae(path: str | os.PathLike | Mapping[str, torch.Tensor], dtype: torch.dtype = torch.float32,
-                 device: str | torch.device = "cpu") -> WanVAE:
-    """The Wan2.1 VAE from a file (or a state dict), in eval mode, without gradients on its weights."""
+                 device: str | torch.device = "cpu", frames_per_call: int = 1) -> WanVAE:
+    """The Wan2.1 VAE from a file (or a state dict), in eval mode, without gradients on its weights.
+    `frames_per_call`: see `WanVAE` (1 = exact reference loop, 3 = one decoder call per chunk)."""
     sd, where = _source(path)
     sd = _strip(sd, "decoder.", WAN_PREFIXES)
     fmt = detect_format(sd)
@@ -146,7 +147,7 @@ def load_wan_vae(path: str | os.PathLike | Mapping[str, torch.Tensor], dtype: to
         raise _format_error(where, fmt, "wan21")
     with_encoder = any(k.startswith("encoder.") for k in sd)
     with torch.device("meta"):
-        model = WanVAE(_infer_wan_config(sd, where), with_encoder=with_encoder)
+        model = WanVAE(_infer_wan_config(sd, where), with_encoder=with_encoder, frames_per_call=frames_per_call)
     _load_into(model, sd, where)
     if not with_encoder:
         log.info("%s: decoder-only Wan VAE (no encoder weights)", where)

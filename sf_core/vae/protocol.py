@@ -131,6 +131,13 @@ def slots_from_tensors(d: dict[str, torch.Tensor], prefix: str, marker: Any = FI
     return slots
 
 
+def slots_on(slots: tuple[Any, ...], device: torch.device) -> tuple[Any, ...]:
+    """The slots with every tensor on `device` (the same tuple when they already are: no copies)."""
+    if all(not isinstance(s, torch.Tensor) or s.device == device for s in slots):
+        return slots
+    return tuple(s.to(device) if isinstance(s, torch.Tensor) else s for s in slots)
+
+
 def state_nbytes(slots: Iterable[Any]) -> int:
     """Bytes held by the tensors of a state (the memory a stream carries between chunks)."""
     return sum(s.numel() * s.element_size() for s in slots if isinstance(s, torch.Tensor))

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from .latent import LATENT_CHANNELS
 from .protocol import (TIME_UPSCALE, VAEError, check_chunk, check_continues, frames_out, slots_from_tensors,
-                       slots_to_tensors, state_nbytes)
+                       slots_on, slots_to_tensors, state_nbytes)
 
 WIDTHS = (256, 128, 64, 64)  # the real taew2_1 decoder
 TIME_STRIDES = (1, 2, 2)
@@ -146,12 +146,13 @@ class TAEHV(nn.Module):
             check_continues(z, state.batch, state.hw, "TAEHV")
         b, _, n, h, w = z.shape
         x = z.to(device=self.device, dtype=self.dtype).permute(0, 2, 1, 3, 4).reshape(b * n, -1, h, w)
+        memory = None if state is None else slots_on(state.memory, x.device)
         t, new_memory, k = n, [], 0
         for layer in self.decoder:
             if isinstance(layer, MemBlock):
                 frames = x.reshape(b, t, *x.shape[1:])
                 first = (torch.zeros_like(frames[:, :1]) if state is None
-                         else state.memory[k].to(x.dtype).unsqueeze(1))
+                         else memory[k].to(x.dtype).unsqueeze(1))
                 past = torch.cat([first, frames[:, :-1]], dim=1).reshape(x.shape)
                 new_memory.append(frames[:, -1].clone())
                 x, k = layer(x, past), k + 1

@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 
 from .latent import LATENT_CHANNELS, denormalize, normalize
-from .protocol import (VAEError, check_chunk, check_continues, frames_out, slots_from_tensors,
+from .protocol import (VAEError, check_chunk, check_continues, frames_out, slots_from_tensors, slots_on,
                        slots_to_tensors, state_nbytes)
 from .wan_layers import AttentionBlock, CacheCursor, CausalConv3d, Resample, ResidualBlock, head, run_cached
 
@@ -157,10 +157,18 @@ class WanVAE(nn.Module):
     Implements the chunk-decoder protocol (`sf_core.vae.protocol`) on model-space latents; `encode`
     returns model-space latents too. `*_raw` methods work on raw VAE latents (ComfyUI's LATENT space).
     `with_encoder=False` builds the decoder half only (decoder-only weight files).
+
+    `frames_per_call` (a run-time setting, not part of the weights): latent frames the decoder takes per
+    call after a stream's first frame. 1 is the reference's loop, bit-exact with ComfyUI's and the official
+    decode; 3 decodes a whole 3-frame chunk per call, the same result up to float rounding (~1e-6), faster
+    (~20% on CPU, fewer and larger kernels on GPU) at ~3x the peak activation memory.
     """
 
-    def __init__(self, config: WanVAEConfig | None = None, with_encoder: bool = True):
+    def __init__(self, config: WanVAEConfig | None = None, with_encoder: bool = True, frames_per_call: int = 1):
         super().__init__()
+        if int(frames_per_call) < 1:
+            raise VAEError(f"frames_per_call must be >= 1 (1 = the reference per-frame loop), got {frames_per_call}")
+        self.frames_per_call = int(frames_per_call)
         self.config = cfg = config or WanVAEConfig()
         if with_encoder:
             self.encoder = Encoder3d(cfg)
@@ -197,11 +205,14 @@ class WanVAE(nn.Module):
                                f"got {type(state).__name__} (a state from another decoder type?)")
             check_continues(z_raw, state.batch, state.hw, "WanVAE")
         x = self.conv2(z_raw.to(device=self.device, dtype=self.dtype))
-        caches = None if state is None else state.caches
+        caches = None if state is None else slots_on(state.caches, x.device)  # e.g. a session restored on CPU
+        n, step = x.shape[2], self.frames_per_call
+        # a stream's first latent frame always runs alone: it is the one not upsampled in time
+        starts = ([0] if state is None else []) + list(range(0 if state is not None else 1, n, step))
         outs = []
-        for j in range(x.shape[2]):
+        for s, e in zip(starts, starts[1:] + [n]):
             cur = CacheCursor(caches)
-            outs.append(self.decoder(x[:, :, j:j + 1], cur))
+            outs.append(self.decoder(x[:, :, s:e], cur))
             caches = tuple(cur.new)
         frames = torch.cat(outs, dim=2).float().clamp(-1.0, 1.0)
         done = 0 if state is None else state.latent_frames
