@@ -21,7 +21,7 @@ class Player {
     this.playing = true;
     this.root = document.createElement("div");
     this.root.className = "selfforcing-player";
-    this.root.style.cssText = "display:flex;flex-direction:column;gap:4px;width:100%;height:100%;min-height:160px;";
+    this.root.style.cssText = "display:flex;flex-direction:column;gap:4px;width:100%;height:100%;";
     this.canvas = document.createElement("canvas");
     this.canvas.width = 320;
     this.canvas.height = 180;
@@ -66,6 +66,8 @@ class Player {
 
   start(info) {
     this.buffer.reset(info.stream, info);
+    this.endInfo = null;
+    this.progress = null;
     this.pacer.restart();
     if (!this.userFps) {
       this.pacer.setFps(info.fps);
@@ -85,8 +87,9 @@ class Player {
         this.canvas.height = chunk.height;
       }
       const total = chunk.totalChunks ? `/${chunk.totalChunks}` : "";
-      this.status.textContent = `chunk ${chunk.chunk + 1}${total} · ${this.buffer.available} frames` +
+      this.progress = `chunk ${chunk.chunk + 1}${total} · ${this.buffer.available} frames` +
         (chunk.elapsed !== null ? ` · ${chunk.elapsed.toFixed(1)} s` : "");
+      this.renderStatus();
       this.schedule();
     };
     img.src = api.apiURL(viewPath(chunk.image));
@@ -94,11 +97,22 @@ class Player {
 
   end(info) {
     this.buffer.end(info);
-    const frames = this.buffer.available;
-    this.status.textContent = info.status === "done"
-      ? `done · ${frames} frames${info.elapsed !== null ? ` in ${info.elapsed.toFixed(1)} s` : ""}`
-      : `${info.status} after ${frames} frames`;
+    this.endInfo = info;
+    this.renderStatus();
     this.schedule();
+  }
+
+  renderStatus() {
+    const info = this.endInfo;
+    if (info && info.stream === this.buffer.stream) {
+      // the last strips may still be loading when the stream ends: count what the stream announced
+      const frames = info.frames ?? this.buffer.available;
+      this.status.textContent = info.status === "done"
+        ? `done · ${frames} frames${info.elapsed !== null ? ` in ${info.elapsed.toFixed(1)} s` : ""}`
+        : `${info.status} after ${frames} frames`;
+    } else if (this.progress) {
+      this.status.textContent = this.progress;
+    }
   }
 
   schedule() {
@@ -125,8 +139,11 @@ function playerFor(nodeId) {
   const node = app.graph?.getNodeById?.(Number(nodeId));
   if (!node || !PLAYER_NODES.has(node.comfyClass ?? node.type)) return null;
   const player = new Player(node);
-  node.addDOMWidget("selfforcing_player", "selfforcing_player", player.root, { serialize: false, hideOnZoom: false });
-  node.setSize?.([Math.max(node.size[0], 340), node.size[1] + 220]);
+  // a fixed height band: the node's own preview image (progress previews) is laid out below it, not over it
+  node.addDOMWidget("selfforcing_player", "selfforcing_player", player.root, {
+    serialize: false, hideOnZoom: false, getMinHeight: () => 200, getMaxHeight: () => 320,
+  });
+  node.setSize?.([Math.max(node.size[0], 340), node.size[1] + 260]);
   players.set(key, player);
   return player;
 }

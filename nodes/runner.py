@@ -113,8 +113,9 @@ def run(module, session: Session, *, num_frames: int | None = None, num_chunks: 
             shown = frames_to_image(px).cpu()
         last = live.push(shown[0], res.index, res.start_frame) if (live is not None and shown is not None) else None
         progress.update((i + 1) * n_steps, last)
-        host.send_text(f"chunk {i + 1}/{num_chunks}: {res.seconds:.2f} s"
-                       f"{' (new prompt)' if res.switched else ''}", node_id)
+        if live is None or not live.enabled:  # the live player shows its own status line
+            host.send_text(f"chunk {i + 1}/{num_chunks}: {res.seconds:.2f} s"
+                           f"{' (new prompt)' if res.switched else ''}", node_id)
 
     z = generate(module, session, num_chunks=num_chunks, decoder=vae, on_step=on_step, on_chunk=on_chunk)
     log.info("Self Forcing: %d chunks in %.2f s", num_chunks, time.perf_counter() - t0)
