@@ -152,8 +152,9 @@ def _select(raw: RawCheckpoint, which: str, where: Path) -> tuple[dict[str, torc
             raise CheckpointError(f"{where} holds several models {available}; choose one with which=...")
     elif which in subs:
         pick = which
-    elif which == "generator" and "model" in subs:
-        pick = "model"  # Self Forcing's train.py falls back to ["model"] the same way
+    elif which == "generator" and any(k in subs for k in ("model", "state_dict", "module")):
+        # a single generic container: Self Forcing's train.py falls back to ["model"] the same way
+        pick = next(k for k in ("model", "state_dict", "module") if k in subs)
     else:
         raise CheckpointError(f"{where} has no {which!r} model; it holds {available}. Choose one of those")
     return dict(subs[pick]), pick, available
@@ -318,7 +319,7 @@ def parse_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
 
 def cast_for_storage(sd: Mapping[str, torch.Tensor], dtype: torch.dtype | str | None) -> dict[str, torch.Tensor]:
     """Storage dtypes: fp32 / bf16 / fp16 cast every tensor; fp8 (e4m3fn) stores the Linear weights inside the
-    blocks (~97% of the 1.3B parameters) in fp8, clamped to +-448, and everything else in bf16 -- embeddings,
+    blocks (98% of the 1.3B and 14B parameters) in fp8, clamped to +-448, and everything else in bf16 -- embeddings,
     biases, norms, modulations and the head are small and precision-sensitive. None keeps the dtypes."""
     dt = parse_dtype(dtype)
     if dt is None:
