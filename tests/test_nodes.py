@@ -34,7 +34,7 @@ def cond(text_dim=32, seed=1, length=8):
 
 
 def sampler_kw(**over):
-    kw = dict(width=32, height=32, length=33, batch_size=1, seed=7, timesteps="1000,750,500,250",
+    kw = dict(width=16, height=16, length=33, batch_size=1, seed=7, timesteps="1000,750,500,250",
               warp_timesteps=True, shift=5.0, chunk_frames=3, window_frames=21, sink_frames=3, fps=16.0,
               live_preview=True)
     kw.update(over)
@@ -103,8 +103,8 @@ def test_sampler_matches_sf_core_rollout(host, dm):
     c = cond()
     out = CausalSampler.run(model=FakePatcher(dm), positive=c, **sampler_kw())
     latent, session = out[0], out[1]
-    ref = reference_rollout(dm, c[0][0], frames=9, hw=(4, 4), seed=7)
-    assert latent["samples"].shape == (1, 16, 9, 4, 4)
+    ref = reference_rollout(dm, c[0][0], frames=9, hw=(2, 2), seed=7)
+    assert latent["samples"].shape == (1, 16, 9, 2, 2)
     torch.testing.assert_close(latent["samples"], denormalize(ref), rtol=0, atol=1e-5)
     # the session is on the CPU, continues at frame 9, and its frames output blocks (no VAE connected)
     assert session.next_frame == 9 and session.cache.k[0].device.type == "cpu"
@@ -120,10 +120,10 @@ def test_sampler_length_from_latent_and_model_shift(host, dm):
     from sf_core.vae.latent import denormalize
 
     c = cond()
-    empty = {"samples": torch.zeros(1, 16, 6, 4, 4)}
+    empty = {"samples": torch.zeros(1, 16, 6, 2, 2)}
     out = CausalSampler.run(model=FakePatcher(dm, shift=3.0), positive=c, latent=empty,
                             **sampler_kw(shift=0.0, width=512, length=81))
-    ref = reference_rollout(dm, c[0][0], frames=6, hw=(4, 4), seed=7, shift=3.0)
+    ref = reference_rollout(dm, c[0][0], frames=6, hw=(2, 2), seed=7, shift=3.0)
     torch.testing.assert_close(out[0]["samples"], denormalize(ref), rtol=0, atol=1e-5)
 
 
@@ -171,7 +171,7 @@ def test_prompt_schedule_node_matches_pipeline_schedule(host, dm):
     sched = PromptScheduleNode.run(conditioning=b, start_chunk=2, switch_policy="recache", transition_chunks=0)[0]
     out = CausalSampler.run(model=FakePatcher(dm), positive=a, prompt_schedule=sched, **sampler_kw())
     ps = PromptSchedule((PromptEntry(0, a[0][0]), PromptEntry(2, b[0][0])), policy="recache")
-    s = new_session(dm, ps, latent_hw=(4, 4), seed=7, settings=SamplingSettings(causal=default_causal()))
+    s = new_session(dm, ps, latent_hw=(2, 2), seed=7, settings=SamplingSettings(causal=default_causal()))
     with torch.no_grad():
         ref = generate(dm, s, num_frames=9)
     torch.testing.assert_close(out[0]["samples"], denormalize(ref), rtol=0, atol=1e-5)
@@ -204,7 +204,7 @@ def test_sampler_streams_vae_frames_equal_to_full_decode(host, dm, tiny_vae, mon
     with torch.no_grad():
         full = tiny_vae.decode(z)
     frames = out[2]
-    assert frames.shape == (33, 32, 32, 3)
+    assert frames.shape == (33, 16, 16, 3)
     ref = ((full + 1) * 0.5).clamp(0, 1)[0].permute(1, 2, 3, 0)
     torch.testing.assert_close(frames, ref, rtol=0, atol=1e-5)
     chunks = events("chunk")
@@ -224,12 +224,12 @@ def test_streaming_decode_node_equals_full_decode(host, tiny_vae):
     from sf_core.vae.latent import denormalize
 
     g = torch.Generator().manual_seed(3)
-    z = torch.randn(2, 16, 7, 2, 4, generator=g)
+    z = torch.randn(2, 16, 7, 2, 2, generator=g)
     out = StreamingDecode.run(samples={"samples": denormalize(z)}, decoder=HostDecoder(tiny_vae), chunk_frames=3,
                               fps=8.0, live_preview=True)[0]
     with torch.no_grad():
-        full = ((tiny_vae.decode(z) + 1) * 0.5).clamp(0, 1).permute(0, 2, 3, 4, 1).reshape(-1, 16, 32, 3)
-    assert out.shape == (2 * 25, 16, 32, 3)
+        full = ((tiny_vae.decode(z) + 1) * 0.5).clamp(0, 1).permute(0, 2, 3, 4, 1).reshape(-1, 16, 16, 3)
+    assert out.shape == (2 * 25, 16, 16, 3)
     torch.testing.assert_close(out, full, rtol=0, atol=1e-5)
     assert [d["frames"] for _, d in events("chunk")] == [9, 12, 4]
 
