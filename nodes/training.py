@@ -27,6 +27,7 @@ from . import host, types
 log = logging.getLogger("selfforcing.nodes")
 
 RUNS_SUBDIR = "self_forcing_training"
+TrainData = io.Custom("SF_TRAIN_DATA")  # a directory of embedding / latent shards (its path)
 RANDOM_MODEL = "(random tiny model - smoke test)"
 METHODS = ["dmd", "sid", "ode", "teacher_forcing", "diffusion_forcing", "flow_matching"]
 
@@ -86,7 +87,7 @@ class EncodeTrainingPrompts(io.ComfyNode):
                 io.String.Input("name", default="prompts",
                                 tooltip="Folder name of the cache under output/self_forcing_training/embeddings."),
             ],
-            outputs=[io.String.Output(display_name="embeddings_dir")],
+            outputs=[TrainData.Output(display_name="train_data")],
             hidden=[io.Hidden.unique_id],
         )
 
@@ -152,8 +153,6 @@ class TrainSelfForcing(io.ComfyNode):
             description="Run Self Forcing DMD post-training (or a variant) in a separate torchrun process, with live "
                         "progress. Cancel stops it after a checkpoint; queue it again with resume on to continue.",
             inputs=[
-                io.String.Input("embeddings_dir", tooltip="From SF Encode Training Prompts (latent shards for the "
-                                                          "supervised methods)."),
                 io.Combo.Input("method", options=METHODS, default="dmd",
                                tooltip="dmd: Self Forcing DMD (the paper). sid: score identity distillation. "
                                        "ode: ODE-regression init. teacher_forcing / diffusion_forcing / "
@@ -177,6 +176,12 @@ class TrainSelfForcing(io.ComfyNode):
                 io.Int.Input("master_port", default=29500, min=1, max=65535, tooltip="Rendezvous port (multi-node)."),
                 io.Boolean.Input("resume", default=True, tooltip="Continue from the run's latest checkpoint. Off: "
                                                                  "the run folder must not hold checkpoints yet."),
+                TrainData.Input("train_data", optional=True,
+                                tooltip="From SF Encode Training Prompts (prompt embeddings)."),
+                io.String.Input("data_dir", default="", optional=True,
+                                tooltip="Used when train_data is not connected: a shard directory (prompt embeddings "
+                                        "from `python -m sf_core.train encode-prompts`, or latent / ODE-pair shards "
+                                        "for the supervised methods)."),
                 io.String.Input("config_file", default="", optional=True,
                                 tooltip="Optional .json/.toml trainer config used as the base (see docs/training.md)."),
                 io.String.Input("overrides", default="", multiline=True, optional=True,
@@ -190,14 +195,17 @@ class TrainSelfForcing(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, embeddings_dir, method, generator, teacher, critic, run_name, max_steps, batch_size,
-                nproc_per_node, nnodes, node_rank, master_addr, master_port, resume, config_file="",
+    def execute(cls, method, generator, teacher, critic, run_name, max_steps, batch_size, nproc_per_node, nnodes,
+                node_rank, master_addr, master_port, resume, train_data=None, data_dir="", config_file="",
                 overrides="") -> io.NodeOutput:
         from sf_core.config import ConfigError
         from sf_core.train import checkpoint as ckpt
         from sf_core.train.launcher import LaunchSpec, TrainingFailed, TrainingProcess, follow
 
         node = cls.hidden.unique_id if cls.hidden else None
+        embeddings_dir = train_data or (data_dir or "").strip()
+        if not embeddings_dir:
+            raise host.NodeInputError("connect train_data (SF Encode Training Prompts) or set data_dir")
         run_dir = _runs_dir() / _safe_name(run_name, "run_name")
         if not resume and ckpt.list_checkpoints(run_dir):
             raise host.NodeInputError(f"{run_dir} already holds checkpoints; turn resume on to continue that run, "

@@ -130,3 +130,30 @@ def test_method_trains(method, tmp_path, info):
     assert changed > len(before) // 2
     if method == "sid":
         assert any("critic_loss" in m for m in logs)
+
+
+def test_lora_only_training_exports_merged_weights(tmp_path, info):
+    from sf_core.checkpoints import load_checkpoint
+    from sf_core.model import WanTransformer, randomize_weights
+
+    write_embeddings(tmp_path / "emb")
+    cfg = _tiny(tmp_path, "dmd", lora={"rank": 4, "alpha": 8.0, "targets": ["blocks.*.self_attn.*"]},
+                ema={"decay": 0.5, "start_step": 1}, optim={"lr": 1e-2, "lr_critic": 1e-4})
+    tr = Trainer(cfg, info)
+    names = [n for n, p in tr.nets.generator.named_parameters() if p.requires_grad]
+    assert names and all(n.endswith(("lora_up", "lora_down")) and ".self_attn." in n for n in names)
+    for _ in range(3):
+        tr.train_step()  # generator updates at steps 0 and 2; the EMA starts after step 1
+    assert tr.ema is not None and set(tr.ema.shadow) == set(names)
+    out = tr.export(tmp_path / "lora.safetensors")
+    sd = load_checkpoint(out).state_dict
+    base = randomize_weights(WanTransformer(cfg.models.wan_config()), cfg.models.init_seed).state_dict()
+    assert set(sd) == set(base)
+    for k, w in base.items():
+        if ".self_attn." in k and k.endswith(".weight") and "norm" not in k:
+            prefix = k[:-len(".weight")]
+            up, down = tr.ema.shadow[f"{prefix}.lora_up"], tr.ema.shadow[f"{prefix}.lora_down"]
+            assert (up @ down).abs().max() > 0
+            assert torch.allclose(sd[k], w + 2.0 * (up @ down), atol=1e-6), k
+        else:
+            assert torch.equal(sd[k], w), k  # frozen base weights are exported untouched

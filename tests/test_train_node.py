@@ -31,7 +31,7 @@ class FakeClip:
 def _train_kw(emb, **over):
     from nodes.training import RANDOM_MODEL
 
-    kw = dict(embeddings_dir=emb, method="dmd", generator=RANDOM_MODEL, teacher=RANDOM_MODEL, critic=RANDOM_MODEL,
+    kw = dict(train_data=emb, method="dmd", generator=RANDOM_MODEL, teacher=RANDOM_MODEL, critic=RANDOM_MODEL,
               run_name="node_run", max_steps=400, batch_size=1, nproc_per_node=1, nnodes=1, node_rank=0,
               master_addr="127.0.0.1", master_port=29500, resume=True, config_file="",
               overrides="checkpoint.every=100\nema.start_step=1\nexport_dtype=\"float32\"")

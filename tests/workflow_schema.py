@@ -23,7 +23,9 @@ MISSING_AUDIO_NODES = {
 FILE_COMBOS = {("UNETLoader", "unet_name"), ("VAELoader", "vae_name"), ("CLIPLoader", "clip_name"),
                ("CheckpointLoaderSimple", "ckpt_name"), ("LoraLoaderModelOnly", "lora_name"),
                ("SF_LoadCheckpoint", "ckpt_name"), ("SF_LoadConditioning", "file"),
-               ("SF_LoadPreviewDecoder", "decoder_name")}
+               ("SF_LoadPreviewDecoder", "decoder_name"),
+               ("SF_TrainSelfForcing", "generator"), ("SF_TrainSelfForcing", "teacher"),
+               ("SF_TrainSelfForcing", "critic")}
 
 
 def object_info_path() -> Path | None:

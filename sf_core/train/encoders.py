@@ -1,8 +1,8 @@
 """Text encoders for `encode-prompts`, chosen by a spec string. Any `encode(list[str]) -> [B, L, D]` works:
 
 - "toy" / "toy:TEXT_DIM": the toy world's deterministic encoder (`sf_core.toy.text`), empty negative prompt;
-- "umt5:PATH": Wan's umT5-xxl encoder from a local file, through `sf_core.text` (the CLI/session part);
-  the negative prompt defaults to Wan's default negative prompt there;
+- "umt5:PATH[,TOKENIZER_DIR]": Wan's umT5-xxl encoder from local files through `sf_core.text.load_umt5`
+  (the official recipe's negative prompt is Wan's default negative prompt: pass it with --negative);
 - "package.module:factory": factory() returns an object with `.encode(list[str])` (or a callable).
 
 Inside ComfyUI the stock CLIP encodes instead (nodes/training.py), so workers never load the encoder.
@@ -28,19 +28,17 @@ def resolve_encoder(spec: str) -> tuple[Encoder, str]:
         enc = ToyTextEncoder(text_dim=int(rest)) if rest else ToyTextEncoder()
         return enc.encode, enc.negative_prompt
     if kind == "umt5":
-        if not rest:
-            raise ConfigError("--encoder umt5:PATH needs the path of the umT5-xxl encoder weights")
+        path, _, tokenizer = rest.partition(",")
+        if not path:
+            raise ConfigError("--encoder umt5:PATH[,TOKENIZER_DIR] needs the path of the umT5-xxl encoder weights")
+        from ..text import load_umt5  # the optional standalone loader (transformers, local files only)
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
         try:
-            from .. import text  # provided by the sessions / CLI part
-        except ImportError:
-            raise ConfigError("the umT5 loader (sf_core.text) is not available in this install; encode the prompts "
-                              "inside ComfyUI with the training node, or pass --encoder package.module:factory") from None
-        loader = getattr(text, "load_text_encoder", None) or getattr(text, "load_umt5", None)
-        if loader is None:
-            raise ConfigError("sf_core.text has no load_text_encoder(path); update the pack")
-        enc = loader(rest)
-        fn = getattr(enc, "encode", enc)
-        return fn, str(getattr(enc, "negative_prompt", getattr(text, "WAN_NEGATIVE_PROMPT", "")))
+            enc = load_umt5(path, tokenizer or None, device=device)
+        except (ValueError, ImportError) as exc:  # TextEncoderError names the file and the fix
+            raise ConfigError(f"--encoder {spec!r}: {exc}") from None
+        return enc.encode, ""
     if sep:
         enc = load_factory(spec, "encoder")
         fn = getattr(enc, "encode", enc)

@@ -80,6 +80,7 @@ class Progress:
         if not self.enabled:
             return
         self.status.update(fields)
+        self.dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.status_path, self.status)
 
     def step(self, step: int, metrics: dict[str, float]) -> None:
