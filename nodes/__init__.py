@@ -21,6 +21,7 @@ from .loaders import DownloadCheckpoint, LoadCheckpoint, LoadConditioning, LoadP
 from .prompts import PromptScheduleNode  # noqa: E402
 from .sampler import CausalSampler  # noqa: E402
 from .session import ContinueSession, LoadSession, SaveSession  # noqa: E402
+from .toy import EmptyToyLatent, LoadToyModel, ToyTextEncode  # noqa: E402
 from .training import EncodeTrainingPrompts, TrainSelfForcing  # noqa: E402
 
 NODES: list[type[io.ComfyNode]] = [
@@ -34,6 +35,9 @@ NODES: list[type[io.ComfyNode]] = [
     ContinueSession,
     SaveSession,
     LoadSession,
+    LoadToyModel,
+    ToyTextEncode,
+    EmptyToyLatent,
     EncodeTrainingPrompts,
     TrainSelfForcing,
 ]

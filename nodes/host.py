@@ -38,7 +38,10 @@ _WAN_PARTS = ("patch_embedding", "text_embedding", "time_embedding", "time_proje
 
 
 def wan_module_of(model) -> Any:
-    """The Wan diffusion module inside a MODEL, or a clear error for anything else."""
+    """The Wan diffusion module inside a MODEL, or a clear error for anything else.
+
+    Latent channels must be Wan2.1's 16 unless the MODEL declares its own (`sf_latent_channels`: the toy model).
+    """
     base = getattr(model, "model", None)
     dm = getattr(base, "diffusion_model", None)
     if dm is None or not all(hasattr(dm, p) for p in _WAN_PARTS) or not hasattr(dm.head, "modulation"):
@@ -48,7 +51,8 @@ def wan_module_of(model) -> Any:
             f"Forcing checkpoint) with 'Load Diffusion Model' or 'SF Load Self Forcing Checkpoint'.")
     in_dim = dm.patch_embedding.weight.shape[1]
     out_dim = int(getattr(dm, "out_dim", 16))
-    if in_dim != 16 or out_dim != 16:
+    want = int(getattr(base, "sf_latent_channels", 16))
+    if in_dim != want or out_dim != want:
         raise NodeInputError(
             f"MODEL is a Wan model with {in_dim} input / {out_dim} output latent channels; the causal sampler "
             f"needs a Wan2.1 text-to-video model (16 / 16). Image-to-video and Wan2.2 models are not supported.")
@@ -90,6 +94,15 @@ def latent_in(base, raw: torch.Tensor) -> torch.Tensor:
 def latent_out(base, z: torch.Tensor) -> torch.Tensor:
     """The model's normalised space -> raw VAE latent."""
     return base.process_latent_out(z)
+
+
+def module_as_model(base: torch.nn.Module):
+    """A host ModelPatcher around a pack module (the toy model), so memory management loads and offloads it."""
+    import comfy.model_management as mm
+    import comfy.model_patcher
+
+    return comfy.model_patcher.ModelPatcher(base, load_device=mm.get_torch_device(),
+                                            offload_device=mm.unet_offload_device())
 
 
 def load_diffusion_state_dict(sd: dict, weight_dtype: torch.dtype | None = None):

@@ -98,8 +98,10 @@ def batch_context(ctx: torch.Tensor, batch: int, name: str = "positive") -> torc
                          f"use one prompt (batch 1) or the same batch size")
 
 
-def latent_shape(latent, width: int, height: int, length: int, batch_size: int) -> tuple[int, int, int, int, int]:
-    """[B, 16, T, h, w] of the video to generate: from a LATENT if connected, else from width/height/length.
+def latent_shape(latent, width: int, height: int, length: int, batch_size: int,
+                 channels: int = LATENT_CHANNELS) -> tuple[int, int, int, int, int]:
+    """[B, C, T, h, w] of the video to generate: from a LATENT if connected, else from width/height/length
+    (Wan2.1 geometry: 8x spatial, 4x temporal compression).
 
     The LATENT's values are ignored (Self Forcing starts every chunk from noise); only its shape is used.
     """
@@ -107,12 +109,15 @@ def latent_shape(latent, width: int, height: int, length: int, batch_size: int) 
         s = latent.get("samples") if isinstance(latent, dict) else None
         if not isinstance(s, torch.Tensor):
             raise NodeInputError("latent: expected a LATENT dict with 'samples'")
-        if s.ndim != 5 or s.shape[1] != LATENT_CHANNELS:
+        if s.ndim != 5 or s.shape[1] != channels:
             raise NodeInputError(
-                f"latent: expected a video latent [B, {LATENT_CHANNELS}, T, H/8, W/8] (e.g. from "
-                f"EmptyHunyuanLatentVideo), got shape {tuple(s.shape)}")
+                f"latent: expected a video latent [B, {channels}, T, h, w] for this model (e.g. from "
+                f"EmptyHunyuanLatentVideo for Wan2.1), got shape {tuple(s.shape)}")
         b, c, t, h, w = (int(x) for x in s.shape)
     else:
+        if channels != LATENT_CHANNELS:
+            raise NodeInputError(f"this model has {channels} latent channels (not a Wan2.1 VAE latent): connect "
+                                 f"its empty latent node (e.g. SF Empty Toy Latent) to 'latent'")
         if width % 16 or height % 16:
             raise NodeInputError(f"width/height must be multiples of 16, got {width}x{height}")
         if (length - 1) % 4:

@@ -165,9 +165,10 @@ class CausalSampler(io.ComfyNode):
         causal = causal_config(chunk_frames, window_frames, sink_frames)
         settings = SamplingSettings(steps=parse_timesteps(timesteps), shift=resolve_shift(shift, host.model_shift(model)),
                                     warp=bool(warp_timesteps), causal=causal)
-        b, _, frames, h, w = latent_shape(latent, width, height, length, batch_size)
-        check_length(frames, causal)
         dm = host.wan_module_of(model)
+        b, _, frames, h, w = latent_shape(latent, width, height, length, batch_size,
+                                          int(dm.patch_embedding.weight.shape[1]))
+        check_length(frames, causal)
         positive_ctx = batch_context(conditioning_tensor(positive, text_dim_of(dm)), b).detach()
         prompts = schedule_for(positive_ctx, prompt_schedule)
         try:

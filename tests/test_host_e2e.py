@@ -268,3 +268,22 @@ def test_bad_inputs_are_reported_not_crashing(server):
     err = run.of("execution_error")
     assert err and "nearest valid lengths" in err[0]["exception_message"]
     assert server.get("/system_stats")  # still up
+
+
+def test_toy_demo_workflow(server):
+    from sf_core.toy.bundle import DEFAULT_MODEL
+
+    if not DEFAULT_MODEL.is_file():
+        pytest.skip(f"the embedded toy model {DEFAULT_MODEL} is not shipped yet")
+    api = load_api("self_forcing_toy_demo")
+    api[node_of(api, "SF_EmptyToyLatent")]["inputs"]["frames"] = 24
+    run = run_prompt(server, api)
+    hist = assert_success(server, run)
+    RESULTS["toy_demo_24_frames"] = summary(run)
+    mp4 = output_file(server, hist["outputs"][node_of(api, "SaveVideo")]["images"][0])
+    import av
+
+    with av.open(str(mp4)) as c:
+        assert sum(1 for _ in c.decode(video=0)) == 24
+    chunks = [d for t, d in run.messages if t == "selfforcing.chunk"]
+    assert len(chunks) == 8 and all(d["source"] == "sampler" for d in chunks)  # live from the preview decoder

@@ -348,3 +348,47 @@ def test_decode_with_session_continues_the_stream_seamlessly(host, dm, tiny_vae)
     # without the session the second decode starts a new stream (9 frames for 3 latent frames)
     alone = StreamingDecode.run(samples=more[0], decoder=dec, chunk_frames=3, fps=16.0, live_preview=False)[0]
     assert alone.shape[0] == 9
+
+
+# ------------------------------------------------------------------------------------------------ toy model
+@pytest.fixture()
+def toy_file(tmp_path, monkeypatch):
+    """A toy-size transformer (random weights) standing in for the shipped toy model file."""
+    from sf_core.checkpoints import save_model
+    from sf_core.model import WanTransformer, randomize_weights
+    from sf_core.toy import bundle
+    from sf_core.toy.spec import toy_wan_config
+
+    path = tmp_path / "toy.safetensors"
+    save_model(path, randomize_weights(WanTransformer(toy_wan_config()), seed=3), toy_wan_config())
+    monkeypatch.setattr(bundle, "DEFAULT_MODEL", path)
+    return path
+
+
+def test_toy_model_runs_through_the_same_nodes(host, toy_file):
+    from nodes.decode import StreamingDecode
+    from nodes.sampler import CausalSampler
+    from nodes.toy import EmptyToyLatent, LoadToyModel, ToyTextEncode
+    from sf_core.pipeline import generate
+    from sf_core.session import SamplingSettings, new_session
+    from sf_core.toy import load_toy_bundle
+    from sf_core.toy.spec import toy_causal
+
+    model, decoder = LoadToyModel.run(upscale=2).args
+    cond = ToyTextEncode.run(text="a blue circle moving up slow")[0]
+    latent = EmptyToyLatent.run(frames=12, batch_size=1)[0]
+    out = CausalSampler.run(model=model, positive=cond, latent=latent,
+                            **sampler_kw(window_frames=12, sink_frames=0, seed=5))
+    b = load_toy_bundle(toy_file)
+    s = new_session(b.transformer, b.text_encoder.encode(["a blue circle moving up slow"]), latent_hw=(8, 8),
+                    seed=5, settings=SamplingSettings(causal=toy_causal()))
+    with torch.no_grad():
+        ref = generate(b.transformer, s, num_frames=12)
+    torch.testing.assert_close(out[0]["samples"], ref, rtol=0, atol=1e-5)
+    frames = StreamingDecode.run(samples=out[0], decoder=decoder, chunk_frames=3, fps=8.0, live_preview=True)[0]
+    assert frames.shape == (12, 64, 64, 3)
+    assert [d["frames"] for _, d in events("chunk")] == [3, 3, 3, 3]  # the toy codec: one frame per latent frame
+    from nodes.host import NodeInputError
+
+    with pytest.raises(NodeInputError, match="SF Empty Toy Latent"):
+        CausalSampler.run(model=model, positive=cond, **sampler_kw())

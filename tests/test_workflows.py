@@ -142,14 +142,17 @@ def test_ui_and_api_formats_agree(path, schemas):
         dst = next(n for n in ui["nodes"] if n["id"] == l[3])
         assert l[0] in src["outputs"][l[2]]["links"]
         assert dst["inputs"][l[4]]["link"] == l[0]
-    api = json.loads(path.with_name(path.name[:-5] + ".api.json").read_text())
     got = ui_to_api(ui, schemas)
-    assert {k: (v["class_type"], v["inputs"]) for k, v in got.items()} == \
-        {k: (v["class_type"], v["inputs"]) for k, v in api.items()}
+    assert validate_api(got, schemas) == []
+    api_path = path.with_name(path.name[:-5] + ".api.json")
+    if api_path.exists():
+        api = json.loads(api_path.read_text())
+        assert {k: (v["class_type"], v["inputs"]) for k, v in got.items()} == \
+            {k: (v["class_type"], v["inputs"]) for k, v in api.items()}
 
 
 def test_templates_match_workflows():
-    assert [p.name for p in TEMPLATES] == [p.name for p in UI_FILES]
+    assert TEMPLATES and {p.name for p in TEMPLATES} <= {p.name for p in UI_FILES}
     for p in TEMPLATES:
         assert json.loads(p.read_text()) == json.loads((ROOT / "workflows" / p.name).read_text())
 

@@ -123,7 +123,28 @@ def continue_session() -> list:
     return g
 
 
+def toy_demo() -> list:
+    return [
+        dict(id=1, type="SF_LoadToyModel", pos=[0, 0], widgets=dict(upscale=4)),
+        dict(id=2, type="SF_ToyTextEncode", pos=[0, 200], widgets=dict(text="a red square moving right fast")),
+        dict(id=3, type="SF_EmptyToyLatent", pos=[0, 360], widgets=dict(frames=48, batch_size=1),
+             title="SF Empty Toy Latent (48 frames = 6 s)"),
+        dict(id=4, type="SF_CausalSampler", pos=[420, 0],
+             widgets=sampler_widgets(width=32, height=32, length=81, seed=0, window_frames=12, sink_frames=0,
+                                     fps=8.0),
+             links=dict(model=(1, 0), positive=(2, 0), latent=(3, 0), preview_decoder=(1, 1)),
+             title="SF Causal Sampler (toy: 12-frame rolling window)"),
+        dict(id=5, type="SF_StreamingDecode", pos=[860, 0], widgets=dict(chunk_frames=3, fps=8.0, live_preview=False),
+             links=dict(samples=(4, 0), decoder=(1, 1), session=(4, 1))),
+        dict(id=6, type="CreateVideo", pos=[1260, 0], widgets=dict(fps=8.0), links=dict(images=(5, 0))),
+        dict(id=7, type="SaveVideo", pos=[1560, 0],
+             widgets=dict(filename_prefix="video/self_forcing_toy", format="auto", codec="auto"),
+             links=dict(video=(6, 0))),
+    ]
+
+
 WORKFLOWS = {
+    "self_forcing_toy_demo": toy_demo,
     "self_forcing_text_to_video": text_to_video,
     "self_forcing_long_video_prompt_schedule": long_video,
     "self_forcing_continue_session": continue_session,

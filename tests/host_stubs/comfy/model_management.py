@@ -37,3 +37,7 @@ def intermediate_device():
 
 def get_torch_device():
     return torch.device("cpu")
+
+
+def unet_offload_device():
+    return torch.device("cpu")
