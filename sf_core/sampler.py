@@ -9,8 +9,11 @@ to the KV cache by one context pass at `context_t` (0 = clean).
 training rollout (`exit_steps`: the step whose x0 keeps grad; earlier steps run without grad).
 
 Noise draw order (reproducible for a seed): for each chunk, in order, (1) the chunk's initial noise
-[B, C, n, H, W] (unless `noise` is given for the whole video), (2) one draw per re-noising step,
-(3) with `context_renoise` one draw for the context pass. Draws come from `noise_fn(shape)`.
+[B, C, n, H, W] (unless `noise` is given for the whole video), (2) one draw per re-noising step
+(len(timesteps) - 1, or exit_step with training's truncation), (3) with `context_renoise` one draw for the
+context pass. Draws come from `noise_fn(shape)`; `generator_noise` draws float32 on the generator's device
+and casts, so a CPU generator gives the same noise for every compute device and dtype (sessions use one).
+Running the chunks in one call or one call per chunk (sessions) makes the same draws in the same order.
 """
 from __future__ import annotations
 

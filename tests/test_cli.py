@@ -128,3 +128,19 @@ def test_module_entry_point_lists_commands():
     assert r.returncode == 0 and "generate" in r.stdout and "encode" in r.stdout
     r = subprocess.run([sys.executable, "-m", "sf_core", "nope"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 2 and "unknown command" in r.stderr
+
+
+def test_toy_model_end_to_end(tmp_path, capsys):
+    toy = pytest.importorskip("sf_core.toy.bundle")
+    if not toy.DEFAULT_MODEL.is_file():
+        pytest.skip("the toy model file is not in this checkout yet")
+    out = tmp_path / "toy.mp4"
+    code, io = _run(["--model", "toy", "--prompt", "a red square moving left fast", "--seconds", "2", "-o", str(out),
+                     "-q"], capsys=capsys)
+    assert code == 0, io.err
+    summary = json.loads(io.out.strip().splitlines()[-1])
+    info = probe_video(out)
+    from sf_core.toy.spec import FPS
+
+    assert info["frames"] == summary["video_frames"] >= 2 * FPS  # 2 s, rounded up to whole chunks
+    assert info["fps"] == FPS and summary["fps"] > 0
