@@ -392,3 +392,14 @@ def test_toy_model_runs_through_the_same_nodes(host, toy_file):
 
     with pytest.raises(NodeInputError, match="SF Empty Toy Latent"):
         CausalSampler.run(model=model, positive=cond, **sampler_kw())
+
+
+def test_download_offline_is_a_clear_error(host, monkeypatch):
+    from nodes.host import NodeInputError
+    from nodes.loaders import DownloadCheckpoint
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    options = DownloadCheckpoint.define_schema().inputs[0].opts["options"]
+    assert "self-forcing-dmd" in options
+    with pytest.raises(NodeInputError, match="unreachable|offline|by hand"):
+        DownloadCheckpoint.run(checkpoint="self-forcing-dmd", which="auto", weight_dtype="default")
