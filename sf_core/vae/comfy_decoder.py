@@ -89,6 +89,7 @@ class ComfyWanDecoder:
         if self.prepare is not None:
             self.prepare()
         device = self.model.conv2.weight.device  # where ComfyUI put the weights (after prepare)
+        z = z.to(torch.promote_types(z.dtype, torch.float32))  # denormalise in >= fp32, then cast
         x = self.model.conv2(denormalize(z).to(device=device, dtype=self.dtype))
         feat = [None] * self.num_slots if state is None else list(slots_on(state.feat, device))
         outs = [self.model.decoder(x[:, :, j:j + 1], feat_cache=feat, feat_idx=[0]) for j in range(x.shape[2])]
@@ -103,4 +104,5 @@ class ComfyWanDecoder:
         if self.prepare is not None:
             self.prepare()
         device = self.model.conv2.weight.device
+        z = z.to(torch.promote_types(z.dtype, torch.float32))
         return self.model.decode(denormalize(z).to(device=device, dtype=self.dtype)).float().clamp(-1.0, 1.0)

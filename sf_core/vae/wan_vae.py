@@ -193,7 +193,8 @@ class WanVAE(nn.Module):
                      ) -> tuple[torch.Tensor, WanDecoderState]:
         """Model-space latents [B, 16, n, h, w] -> (frames [B, 3, 4n-3 or 4n, 8h, 8w] fp32 in [-1, 1], state)."""
         z = check_chunk(z)
-        return self.decode_chunk_raw(denormalize(z), state)
+        # denormalise in >= fp32 even for bf16 latents; the cast to the VAE's dtype comes after
+        return self.decode_chunk_raw(denormalize(z.to(torch.promote_types(z.dtype, torch.float32))), state)
 
     def decode_chunk_raw(self, z_raw: torch.Tensor, state: WanDecoderState | None = None
                          ) -> tuple[torch.Tensor, WanDecoderState]:
