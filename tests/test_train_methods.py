@@ -138,12 +138,12 @@ def test_lora_only_training_exports_merged_weights(tmp_path, info):
 
     write_embeddings(tmp_path / "emb")
     cfg = _tiny(tmp_path, "dmd", lora={"rank": 4, "alpha": 8.0, "targets": ["blocks.*.self_attn.*"]},
-                ema={"decay": 0.5, "start_step": 1}, optim={"lr": 1e-2, "lr_critic": 1e-4})
+                ema={"decay": 0.5, "start_step": 1}, optim={"lr": 1e-2, "lr_critic": 1e-4}, dmd={"update_ratio": 1})
     tr = Trainer(cfg, info)
     names = [n for n, p in tr.nets.generator.named_parameters() if p.requires_grad]
     assert names and all(n.endswith(("lora_up", "lora_down")) and ".self_attn." in n for n in names)
-    for _ in range(3):
-        tr.train_step()  # generator updates at steps 0 and 2; the EMA starts after step 1
+    for _ in range(2):
+        tr.train_step()  # generator updates at steps 0 and 1; the EMA starts after step 0 (step counter 1)
     assert tr.ema is not None and set(tr.ema.shadow) == set(names)
     out = tr.export(tmp_path / "lora.safetensors")
     sd = load_checkpoint(out).state_dict

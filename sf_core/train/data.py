@@ -17,6 +17,7 @@ so resuming needs only that integer, and the same global batch is split over 1 o
 """
 from __future__ import annotations
 
+import bisect
 import json
 import logging
 from dataclasses import dataclass
@@ -207,7 +208,7 @@ class ShardDataset:
     def __getitem__(self, i: int) -> Sample:
         if not 0 <= i < len(self):
             raise IndexError(i)
-        si = max(s for s in range(len(self.starts)) if self.starts[s] <= i)
+        si = bisect.bisect_right(self.starts, i) - 1
         j = i - self.starts[si]
         f = self._shard(si)
         off = f.get_slice("offsets")[j:j + 2]
