@@ -2,6 +2,7 @@
 the masked whole-sequence forward, the ODE integrator against its closed form, and a few real steps of each
 method through the trainer (in-process, world of one)."""
 import dataclasses
+from pathlib import Path
 
 import pytest
 import torch
@@ -157,3 +158,19 @@ def test_lora_only_training_exports_merged_weights(tmp_path, info):
             assert torch.allclose(sd[k], w + 2.0 * (up @ down), atol=1e-6), k
         else:
             assert torch.equal(sd[k], w), k  # frozen base weights are exported untouched
+
+
+def test_in_process_training_on_memory_data(tmp_path, info):
+    """What the toy-world experiments use: run_training on in-memory latents, own networks."""
+    from sf_core.toy.text import ToyTextEncoder
+    from sf_core.train.data import MemoryDataset
+    from sf_core.train.trainer import run_training
+
+    enc = ToyTextEncoder(text_dim=32)
+    g = torch.Generator().manual_seed(0)
+    lat = [torch.randn(16, 6, 4, 4, generator=g) for _ in range(2)]
+    ds = MemoryDataset(list(enc.encode(["a red circle", "a blue square"])), ["a red circle", "a blue square"],
+                       enc.encode([""])[0], latents=lat)
+    cfg = _tiny(tmp_path, "diffusion_forcing", max_steps=3, data={"latents": "<memory>"}, optim={"lr": 1e-3})
+    status, tr = run_training(cfg, dataset=ds)
+    assert status["state"] == "finished" and status["step"] == 3 and Path(status["export"]).is_file()

@@ -223,6 +223,33 @@ class ShardDataset:
         return s
 
 
+class MemoryDataset:
+    """The ShardDataset interface over in-memory tensors (experiments that train in-process, e.g. the toy
+    world): embeds [L_i, D] per sample, the negative [L, D], optional latents [C, F, H, W] or ODE
+    trajectories [K, C, F, H, W] per sample."""
+
+    def __init__(self, embeds: Sequence[torch.Tensor], prompts: Sequence[str], negative: torch.Tensor, *,
+                 latents: Sequence[torch.Tensor] | None = None, trajectory: Sequence[torch.Tensor] | None = None):
+        if not embeds or len(embeds) != len(prompts):
+            raise DataError("MemoryDataset needs one embedding per prompt and at least one sample")
+        self.embeds, self.prompts, self.negative = list(embeds), list(prompts), negative
+        self.latents, self.trajectory = latents, trajectory
+        self.root = Path("<memory>")
+        self.kind = "ode" if trajectory is not None else "latents" if latents is not None else "prompts"
+
+    def __len__(self) -> int:
+        return len(self.embeds)
+
+    @property
+    def text_dim(self) -> int:
+        return int(self.embeds[0].shape[-1])
+
+    def __getitem__(self, i: int) -> Sample:
+        return Sample(i, self.prompts[i], self.embeds[i],
+                      None if self.latents is None else self.latents[i],
+                      None if self.trajectory is None else self.trajectory[i])
+
+
 def pad_stack(embeds: Sequence[torch.Tensor]) -> torch.Tensor:
     """[L_i, D] embeddings -> [B, max L_i, D], zero-padded (the model pads to text_len with zeros anyway)."""
     n = max(e.shape[0] for e in embeds)

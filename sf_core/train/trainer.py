@@ -239,3 +239,14 @@ class Trainer:
             self.export_path = out
             self.progress.update(export=str(out))
         return out
+
+
+def run_training(cfg: TrainConfig, *, nets: Nets | None = None, dataset=None, reward=None) -> tuple[dict, Trainer]:
+    """Train in this process (a world of one unless torch.distributed is already initialised), e.g. from an
+    experiment script: `status, trainer = run_training(cfg, dataset=MemoryDataset(...))`; `trainer.nets`
+    holds the trained networks. The caller owns the process group afterwards (`distributed.shutdown()`)."""
+    from .distributed import init_distributed
+
+    info = init_distributed(cfg.dist)
+    trainer = Trainer(cfg, info, nets=nets, dataset=dataset, reward=reward)
+    return trainer.run(), trainer
