@@ -166,7 +166,10 @@ def generate(model, session: Session, *, num_frames: int | None = None, num_chun
                     frames, dstate = decoder.decode_chunk(x0, session.decoder_state)
         except NonFiniteError as exc:
             _rollback(session, s, rng)
-            raise NonFiniteError(f"chunk {ci} of the video: {exc}") from exc
+            raise NonFiniteError(
+                f"chunk {ci} of the video (latent frames {s}..{e - 1}) produced NaN/inf values; stopped, the session "
+                f"keeps the {ci} chunks before it. Usual causes: fp16 overflow (use bf16 or fp32), corrupt weights, "
+                f"or NaN in the text embeddings") from exc
         except BaseException:
             _rollback(session, s, rng)
             raise

@@ -86,6 +86,8 @@ def test_recache_equals_a_cache_rebuilt_from_scratch_under_the_new_prompt(window
     held = [f for g in groups for f in g]
     assert sess.cache.positions == held
     assert [[held[i] for i in range(x, y)] for x, y in commit_groups(held, sess.settings.causal)] == groups
+    first = CausalConfig(chunk_frames=3, independent_first_frame=True)
+    assert commit_groups([0, 1, 2, 3, 5, 6, 7], first) == [(0, 1), (1, 4), (4, 6), (6, 7)]  # chunks 0|1-3|4-6|7-9
     rng = sess.generator.get_state()
     set_prompt(sess, b)
     out = generate(model, sess, num_frames=6)
