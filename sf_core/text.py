@@ -159,7 +159,9 @@ def load_umt5(path: str | Path, tokenizer: str | Path | None = None, *, device: 
                                f"with the folder holding tokenizer.json / spiece.model (Wan2.1 ships it as "
                                f"google/umt5-xxl/)") from exc
     if path.is_dir() and (path / "config.json").is_file():
-        model = tf.UMT5EncoderModel.from_pretrained(str(path), local_files_only=True, dtype=dtype)
+        major = int(tf.__version__.split(".")[0])
+        kw = {"dtype": dtype} if major >= 5 else {"torch_dtype": dtype}  # renamed in transformers 5
+        model = tf.UMT5EncoderModel.from_pretrained(str(path), local_files_only=True, **kw)
     else:
         if path.is_dir():
             raise TextEncoderError(f"{path} is a folder without config.json; give the weights file itself")
