@@ -12,9 +12,10 @@ import pytest
 import torch
 
 from sf_core.checkpoints import load_checkpoint
-from train_kit import ROOT, cli, env, load_export, metrics, tiny_config, write_config, write_embeddings
+from train_kit import (ROOT, cli, env, load_export, metrics, one_thread,  # noqa: F401 - autouse fixture
+                       tiny_config, write_config, write_embeddings)
 
-STEPS = 8
+STEPS = 10
 
 
 def _ckpt_state(path: Path) -> dict:
@@ -153,7 +154,7 @@ def test_bad_inputs_fail_cleanly(work, baseline, tmp_path, capsys):
     code, err = _main(capsys, "run", "--config", str(work / "cfg.json"), "--set", "data.batch_size=2", "--out-dir",
                       str(run), "--max-steps", str(STEPS + 2))
     assert code == 2, err[-2000:]
-    assert f"checkpoint {latest} cannot be loaded" in err and "step_0000006" in err
+    assert f"checkpoint {latest} cannot be loaded" in err and "step_0000009" in err
     assert _tree_digest(run) == before
     # more ranks than prompts (two real processes)
     write_embeddings(tmp_path / "one_prompt", n=1)

@@ -146,20 +146,21 @@ class TrainingProcess:
 def follow(proc: TrainingProcess, on_rows: Callable[[list[dict], dict], None],
            check_interrupt: Callable[[], None] = lambda: None, *, poll_s: float = 0.5,
            grace_s: float = 300.0) -> dict:
-    """Forward new metric rows until the trainer exits. If `check_interrupt` raises (the user cancelled),
-    stop the trainer cooperatively (it writes a checkpoint) and re-raise. Raises TrainingFailed on a
+    """Forward new metric rows until the trainer exits. If `check_interrupt` or `on_rows` raises (the user
+    cancelled: the host's progress updates check for that too), stop the trainer cooperatively (it writes a
+    checkpoint) and re-raise. Raises TrainingFailed on a
     non-zero exit. Returns the final status.json content."""
     try:
         while True:
             try:
+                rows = proc.new_rows()
+                if rows:
+                    on_rows(rows, proc.status())  # the host's progress update is an interruption point too
                 check_interrupt()
             except BaseException:
                 code = proc.stop(grace_s)
                 log.info("training stopped on request (exit code %s)", code)
                 raise
-            rows = proc.new_rows()
-            if rows:
-                on_rows(rows, proc.status())
             code = proc.poll()
             if code is not None:
                 rows = proc.new_rows()
