@@ -86,7 +86,8 @@ def main() -> None:
 
     meta = {"self_forcing_commit": sf_commit, "taehv_commit": tae_commit, "wan_seed": WAN_SEED,
             "taehv_seed": TAEHV_SEED, "wan_config": cfg.to_dict(), "torch": torch.__version__}
-    save_file({k: v.contiguous() for k, v in out.items()}, args.out, metadata={"meta_json": json.dumps(meta)})
+    # "vae_meta_json", not "meta_json": tests/conftest.py treats files with "meta_json" as Self Forcing fixtures
+    save_file({k: v.contiguous() for k, v in out.items()}, args.out, metadata={"vae_meta_json": json.dumps(meta)})
     print(f"wrote {args.out}: {len(out)} tensors, {Path(args.out).stat().st_size / 1e6:.2f} MB")
 
 

@@ -44,7 +44,7 @@ def _real_layout_state_dict(seed: int) -> dict:
 
 def test_official_fixture():
     ref = load_file(str(REF))
-    meta = json.loads(safe_open(str(REF), "pt").metadata()["meta_json"])
+    meta = json.loads(safe_open(str(REF), "pt").metadata()["vae_meta_json"])
     sd = random_state_dict({k: v.shape for k, v in TAEHV().state_dict().items()}, meta["taehv_seed"])
     for k, v in sd.items():
         assert abs(v.double().sum().item() - ref[f"taehv/wsum.{k}"].item()) < 1e-6, f"weight generation differs at {k}"

@@ -44,7 +44,7 @@ def full(vae, z):
 
 def test_official_fixture_decode_and_encode():
     ref = load_file(str(REF))
-    meta = json.loads(safe_open(str(REF), "pt").metadata()["meta_json"])
+    meta = json.loads(safe_open(str(REF), "pt").metadata()["vae_meta_json"])
     cfg = WanVAEConfig(**meta["wan_config"])
     model = WanVAE(cfg)
     sd = random_state_dict({k: v.shape for k, v in model.state_dict().items()}, meta["wan_seed"])
