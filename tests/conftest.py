@@ -18,14 +18,16 @@ torch.set_num_threads(2)
 
 
 def reference_fixtures() -> list[Path]:
-    """Every reference fixture in tests/fixtures (safetensors with `meta_json` metadata)."""
+    """Every Self Forcing transformer reference fixture in tests/fixtures: safetensors whose `meta_json`
+    metadata describes the tiny model (`tiny_config`); other fixtures there (e.g. the VAE's) have other meta."""
     from safetensors import safe_open
 
     out = []
     for p in sorted(FIXTURES.glob("*.safetensors")):
         with safe_open(str(p), "pt") as f:
-            if "meta_json" in (f.metadata() or {}):
-                out.append(p)
+            meta = (f.metadata() or {}).get("meta_json")
+        if meta is not None and "tiny_config" in json.loads(meta):
+            out.append(p)
     return out
 
 

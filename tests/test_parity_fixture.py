@@ -18,8 +18,11 @@ def test_fixture_parity(path):
     assert "A_train_forward" in names and "B_inference" in names and "C_equivalence" in names
     assert sum(n.startswith("D_rolling") and not n.endswith("_rollout") for n in names) == \
         len(fx.meta.get("rolling_runs", []))
-    # the comparisons are not vacuous: outputs are O(1), cache rows were compared
-    assert results["B_inference"]["kv_cache"] > 0
+    assert {"E_generator_step", "F_critic_step"} & set(fx.meta["parts"]) <= names
+    # the comparisons are not vacuous: outputs are O(1), non-zero cache rows were compared (the difference
+    # itself may be exactly 0: a fixture recorded on the same CPU kernels can match bit for bit)
+    assert "kv_cache" in results["B_inference"]
+    assert fx.tensors["infer/call00/kv0_k"].abs().max() > 0
     assert fx.latent("infer/output_latents").abs().max() > 1
 
 
