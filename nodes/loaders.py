@@ -188,7 +188,7 @@ class LoadPreviewDecoder(io.ComfyNode):
 
     @classmethod
     def execute(cls, decoder_name) -> io.NodeOutput:
-        from sf_core.vae.taehv import load_taehv
+        from sf_core.vae.loader import load_taehv
 
         from .decoders import HostDecoder
 

@@ -403,3 +403,23 @@ def test_download_offline_is_a_clear_error(host, monkeypatch):
     assert "self-forcing-dmd" in options
     with pytest.raises(NodeInputError, match="unreachable|offline|by hand"):
         DownloadCheckpoint.run(checkpoint="self-forcing-dmd", which="auto", weight_dtype="default")
+
+
+def test_preview_decoder_streams_live_and_taehv_loader(host, dm):
+    from safetensors.torch import save_file
+
+    from nodes.loaders import LoadPreviewDecoder
+    from nodes.sampler import CausalSampler
+    from sf_core.vae.taehv import TAEHV
+
+    g = torch.Generator().manual_seed(0)
+    sd = {k: torch.randn(v.shape, generator=g) * 0.05 for k, v in TAEHV().state_dict().items()}
+    folder = host["dir"] / "models" / "vae_approx"
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(sd, str(folder / "taew2_1.safetensors"))
+    assert "taew2_1.safetensors" in LoadPreviewDecoder.define_schema().inputs[0].opts["options"]
+    dec = LoadPreviewDecoder.run(decoder_name="taew2_1.safetensors")[0]
+    out = CausalSampler.run(model=FakePatcher(dm), positive=cond(), preview_decoder=dec, **sampler_kw(length=21))
+    chunks = events("chunk")
+    assert len(chunks) == 2 and chunks[0][1]["source"] == "sampler"
+    assert type(out[2]).__name__ == "ExecutionBlocker"  # no VAE: the live view only, no frames output
