@@ -4,40 +4,16 @@ Pure functions (no host import): every error names the bad value, the allowed ra
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from sf_core.config import CausalConfig, ConfigError, valid_length_message
-from sf_core.schedule import FlowSchedule, parse_steps
+from sf_core.schedule import parse_steps
 
 from .host import NodeInputError
 
 DEFAULT_TIMESTEPS = "1000,750,500,250"
 DEFAULT_SHIFT = 5.0
 LATENT_CHANNELS = 16
-
-
-@dataclass(frozen=True)
-class SamplingSettings:
-    """What the causal sampler node was asked for, validated."""
-
-    seed: int
-    steps: tuple[int, ...]
-    warp: bool
-    shift: float
-    causal: CausalConfig
-
-    def timesteps(self) -> torch.Tensor:
-        """The per-step timesteps on the 0..1000 scale (warped onto the shifted grid, as Self Forcing does)."""
-        sched = FlowSchedule(self.shift)
-        if self.warp:
-            return sched.warp(self.steps)
-        return torch.tensor([float(s) for s in self.steps], dtype=torch.float32)
-
-    def to_dict(self) -> dict:
-        return {"seed": self.seed, "steps": list(self.steps), "warp": self.warp, "shift": self.shift,
-                "causal": self.causal.to_dict()}
 
 
 def parse_timesteps(text: str) -> tuple[int, ...]:
@@ -135,7 +111,3 @@ def check_length(frames: int, causal: CausalConfig) -> None:
         causal.chunk_bounds(frames)
     except ConfigError:
         raise NodeInputError(f"length: {valid_length_message(frames, causal)}") from None
-
-
-def num_chunks(frames: int, causal: CausalConfig) -> int:
-    return len(causal.chunk_bounds(frames))

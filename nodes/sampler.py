@@ -40,7 +40,7 @@ def frames_output(images: torch.Tensor | None):
     return images.reshape(-1, *images.shape[2:])
 
 
-def run_node(module, loaded, session, node_id, source: str, num_chunks: int, vae, preview_decoder, fps: float,
+def run_node(loaded, session, node_id, source: str, num_chunks: int, vae, preview_decoder, fps: float,
              live_preview: bool):
     """Run the chunks on the compute device; returns (raw LATENT dict, CPU session, frames output)."""
     vae_dec = pick_decoder(vae=vae)
@@ -49,7 +49,7 @@ def run_node(module, loaded, session, node_id, source: str, num_chunks: int, vae
         if (vae_dec or prev_dec) else None
     status = "error"
     try:
-        out: RunOutput = run(module, session, num_chunks=num_chunks, vae=vae_dec, preview=prev_dec, live=live,
+        out: RunOutput = run(loaded.module, session, num_chunks=num_chunks, vae=vae_dec, preview=prev_dec, live=live,
                              node_id=node_id)
         status = "done"
     except BaseException as e:
@@ -179,6 +179,6 @@ class CausalSampler(io.ComfyNode):
         session = new_session(loaded.module, prompts, latent_hw=(h, w), batch=b, seed=int(seed), settings=settings,
                               dtype=loaded.dtype, device=loaded.device)
         n_chunks = len(causal.chunk_bounds(frames))
-        latent_out, kept, images = run_node(loaded.module, loaded, session, node_id, "sampler", n_chunks, vae,
-                                            preview_decoder, fps, live_preview)
+        latent_out, kept, images = run_node(loaded, session, node_id, "sampler", n_chunks, vae, preview_decoder,
+                                            fps, live_preview)
         return io.NodeOutput(latent_out, kept, images)

@@ -82,8 +82,8 @@ class ContinueSession(io.ComfyNode):
         if ctx is not None:
             s.prompts = dataclasses.replace(s.prompts, policy=switch_policy, _memo={})
             set_prompt(s, ctx)
-        latent, kept, images = run_node(loaded.module, loaded, s, node_id, "continue", int(chunks), vae,
-                                        preview_decoder, fps, live_preview)
+        latent, kept, images = run_node(loaded, s, node_id, "continue", int(chunks), vae, preview_decoder, fps,
+                                        live_preview)
         return io.NodeOutput(latent, kept, images)
 
 
