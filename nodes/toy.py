@@ -1,7 +1,7 @@
 """The embedded toy model in ComfyUI: a demo that runs anywhere (CPU, seconds, no downloads).
 
-The toy model (sf_core.toy) is a real Wan-structured transformer with its own latent codec (48 channels, a
-32x32 frame per latent frame) and text encoder (the toy world's vocabulary). SF Load Toy Model wraps it in a
+The toy model (sf_core.toy) is a real Wan-structured transformer with its own latent codec (one small video
+frame per latent frame) and text encoder (the toy world's vocabulary). SF Load Toy Model wraps it in a
 host ModelPatcher, so the same SF Causal Sampler, sessions and SF Streaming VAE Decode run it exactly as
 they run Wan2.1; the toy's LATENTs hold its model-space latents directly (no VAE normalisation).
 """
@@ -44,11 +44,11 @@ class LoadToyModel(io.ComfyNode):
             node_id="SF_LoadToyModel",
             display_name="SF Load Toy Model (runs anywhere)",
             category=f"{types.CATEGORY}/toy",
-            description="The pack's embedded toy model: coloured shapes moving on 32x32 frames, trained with Self "
+            description="The pack's embedded toy model: coloured shapes moving on small frames, trained with Self "
                         "Forcing by this project. Use it with SF Toy Text Encode, SF Empty Toy Latent and the "
                         "normal causal sampler to try the pack without downloading Wan2.1.",
             inputs=[io.Int.Input("upscale", default=4, min=1, max=16,
-                                 tooltip="Enlarge the decoded 32x32 frames (nearest neighbour) for viewing.")],
+                                 tooltip="Enlarge the decoded frames (nearest neighbour) for viewing.")],
             outputs=[io.Model.Output(display_name="model"),
                      types.Decoder.Output(display_name="decoder", tooltip="The toy latent decoder (for SF "
                                           "Streaming VAE Decode / the sampler's preview_decoder).")],
@@ -99,7 +99,7 @@ class EmptyToyLatent(io.ComfyNode):
             node_id="SF_EmptyToyLatent",
             display_name="SF Empty Toy Latent",
             category=f"{types.CATEGORY}/toy",
-            description="Size and length of a toy video (one latent frame = one 32x32 frame) for the causal "
+            description="Size and length of a toy video (one latent frame = one video frame) for the causal "
                         "sampler's latent input.",
             inputs=[io.Int.Input("frames", default=24, min=3, max=1020, step=3,
                                  tooltip="Video frames (a multiple of 3: the toy model makes 3 frames per chunk; "

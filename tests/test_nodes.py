@@ -386,7 +386,9 @@ def test_toy_model_runs_through_the_same_nodes(host, toy_file):
         ref = generate(b.transformer, s, num_frames=12)
     torch.testing.assert_close(out[0]["samples"], ref, rtol=0, atol=1e-5)
     frames = StreamingDecode.run(samples=out[0], decoder=decoder, chunk_frames=3, fps=8.0, live_preview=True)[0]
-    assert frames.shape == (12, 64, 64, 3)
+    from sf_core.toy.spec import WORLD
+
+    assert frames.shape == (12, WORLD.height * 2, WORLD.width * 2, 3)
     assert [d["frames"] for _, d in events("chunk")] == [3, 3, 3, 3]  # the toy codec: one frame per latent frame
     from nodes.host import NodeInputError
 
