@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -325,10 +324,20 @@ class TrainConfig:
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist")
         text = path.read_text(encoding="utf-8")
-        try:
-            d = tomllib.loads(text) if path.suffix.lower() == ".toml" else json.loads(text)
-        except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"config file {path} is not valid {path.suffix[1:] or 'JSON'}: {exc}") from None
+        if path.suffix.lower() == ".toml":
+            try:
+                import tomllib  # Python 3.11+
+            except ImportError:  # pragma: no cover - Python 3.10
+                raise ConfigError(f"{path}: TOML configs need Python 3.11 or newer; write the config as JSON") from None
+            try:
+                d = tomllib.loads(text)
+            except tomllib.TOMLDecodeError as exc:
+                raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        else:
+            try:
+                d = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"config file {path} is not valid JSON: {exc}") from None
         cfg = cls.from_dict(d)
         return apply_overrides(cfg, overrides) if overrides else cfg
 
