@@ -128,6 +128,11 @@ class Trainer:
             set_state_dict(self.nets.critic, self.opt_c, model_state_dict=st["critic"],
                            optim_state_dict=st["optim_critic"])
         self.step, self.position = int(ts["step"]), int(ts["data_position"])
+        saved = ts.get("config", {}).get("data", {}).get("batch_size", self.cfg.data.batch_size) * ts.get("world", 1)
+        if saved != self.sampler.g:
+            log.warning("the checkpoint was trained with a global batch of %d, this run uses %d: the data order "
+                        "continues at batch %d but draws different samples than the original run would have",
+                        saved, self.sampler.g, self.position)
         log.info("resumed from %s at step %d", path, self.step)
 
     # ------------------------------------------------------------------ one step
