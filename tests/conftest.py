@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -14,7 +15,9 @@ if str(ROOT) not in sys.path:
 
 FIXTURES = ROOT / "tests" / "fixtures"
 
-torch.set_num_threads(2)
+# Tiny models: one intra-op thread is fastest (OpenMP threads spinning on tiny tensors slow everything down,
+# badly so on a busy machine). SF_TEST_THREADS overrides.
+torch.set_num_threads(int(os.environ.get("SF_TEST_THREADS", "1")))
 
 
 def reference_fixtures() -> list[Path]:
