@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 import torch
 
-from .config import ROPE_MAX_POSITIONS, CausalConfig, ConfigError, valid_length_message
+from .config import ROPE_MAX_POSITIONS, CausalConfig, ConfigError
 from .denoiser import Denoiser
 from .prompts import PromptSchedule
 from .rope import RopePositionError

@@ -15,7 +15,6 @@ transformers is imported only here, lazily; nothing is downloaded.
 from __future__ import annotations
 
 import html
-import json
 import logging
 import re
 from dataclasses import dataclass

@@ -1,7 +1,6 @@
 """Helpers shared by the session / prompt / sampler / CLI tests: tiny models, conditionings, a test decoder."""
 from __future__ import annotations
 
-import pytest
 import torch
 
 from sf_core.config import WanConfig
@@ -10,13 +9,6 @@ from sf_core.model import WanTransformer, randomize_weights
 HW = (4, 6)  # latent size: 2x3 tokens per frame, H != W
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny tensors run ~50x faster on one thread than on two contended ones (OpenMP spin-waits)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def tiny_model(seed: int = 0, **overrides) -> WanTransformer:

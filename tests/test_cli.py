@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from sessions_kit import StubDecoder, conditioning, single_thread, tiny_model  # noqa: F401 - fixture
+from sessions_kit import StubDecoder, conditioning, tiny_model
 from sf_core.cli import generate as cli
 from sf_core.config import CausalConfig
 from sf_core.pipeline import Bundle

@@ -4,7 +4,6 @@ import sys
 import pytest
 import torch
 
-from sessions_kit import single_thread  # noqa: F401 - fixture
 
 WORDS = ["<pad>", "</s>", "<unk>", "a", "red", "square", "cat", "moving", "left", "fast", "dog", "blue"]
 

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from sessions_kit import HW, conditioning, single_thread, tiny_model  # noqa: F401 - fixture
+from sessions_kit import HW, conditioning, tiny_model
 from sf_core.config import CausalConfig
 from sf_core.denoiser import Denoiser
 from sf_core.forward import wan_forward

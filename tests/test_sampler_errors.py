@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from sessions_kit import HW, conditioning, single_thread, tiny_model  # noqa: F401 - fixture
+from sessions_kit import HW, conditioning, tiny_model
 from sf_core.config import ROPE_MAX_POSITIONS, CausalConfig, ConfigError
 from sf_core.pipeline import generate, set_prompt
 from sf_core.prompts import PromptError

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from sessions_kit import HW, StubDecoder, conditioning, single_thread, tiny_model  # noqa: F401 - fixture
+from sessions_kit import HW, StubDecoder, conditioning, tiny_model
 from sf_core.config import CausalConfig
 from sf_core.pipeline import generate, set_prompt
 from sf_core.session import SamplingSettings, SessionError, new_session

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from sf_core.checkpoints import load_checkpoint
-from train_kit import (ROOT, cli, env, load_export, metrics, one_thread,  # noqa: F401 - autouse fixture
+from train_kit import (ROOT, cli, env, load_export, metrics,
                        tiny_config, write_config, write_embeddings)
 
 STEPS = 10

@@ -22,7 +22,7 @@ from sf_core.train.models import build_nets
 from sf_core.train.rng import SampleDraws
 from sf_core.train.rollout import ModuleDenoiser
 from sf_core.train.trainer import Trainer
-from train_kit import one_thread, write_embeddings, write_latents  # noqa: F401 - one_thread: autouse fixture
+from train_kit import write_embeddings, write_latents
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from nodes_harness import install_stubs
-from train_kit import PROMPTS, one_thread  # noqa: F401 - autouse fixture
+from train_kit import PROMPTS
 
 
 class FakeClip:

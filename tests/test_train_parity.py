@@ -4,7 +4,6 @@ import dataclasses
 import pytest
 
 from conftest import reference_fixtures
-from train_kit import one_thread  # noqa: F401 - autouse fixture: one intra-op thread
 from sf_core.fixture import Fixture
 from sf_core.parity import failures
 from sf_core.train import parity as tp

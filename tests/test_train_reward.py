@@ -8,7 +8,7 @@ import torch
 from sf_core.config import ConfigError
 from sf_core.train.config import DistConfig, RewardConfig, RolloutConfig, TrainConfig
 from sf_core.train.reward import RewardTerm, load_decoder, load_factory
-from train_kit import brightness_reward, one_thread, smoothness_reward, tiny_decoder, write_embeddings  # noqa: F401
+from train_kit import brightness_reward, smoothness_reward, tiny_decoder, write_embeddings
 
 ROLLOUT = RolloutConfig(num_frames=6, latent_height=4, latent_width=4)
 RCFG = RewardConfig(image="train_kit:brightness_reward", video="train_kit:smoothness_reward",

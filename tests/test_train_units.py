@@ -15,7 +15,6 @@ from sf_core.train.lora import LoRALinear, apply_lora, lora_scales, merge_state_
 from sf_core.train.losses import dmd_timestep
 from sf_core.train.rng import SampleDraws
 from sf_core.train.rollout import draw_exit_steps
-from train_kit import one_thread  # noqa: F401 - autouse fixture: one intra-op thread
 
 
 def test_dmd_timestep_formula_and_clamp():

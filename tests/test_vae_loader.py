@@ -8,12 +8,6 @@ from sf_core.vae import VAEError, WanVAE, detect_format, load_decoder, load_wan_
 from sf_core.vae.tiny import tiny_wan_vae
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

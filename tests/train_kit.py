@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,11 +89,3 @@ def tiny_decoder():
     return tiny_taehv(0).requires_grad_(False)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one intra-op thread is several times faster than two (no thread hand-offs), and kinder
-    to a busy CI machine. Imported by the training test modules (autouse there)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)

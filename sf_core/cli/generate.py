@@ -17,7 +17,6 @@ import json
 import logging
 import sys
 import time
-from pathlib import Path
 
 import torch
 
