@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,12 +90,14 @@ def download(name: str, folder: str | Path, *, revision: str | None = None, toke
     except ImportError:  # huggingface_hub < 0.23 keeps them in utils
         from huggingface_hub import utils as hf_errors
     folder.mkdir(parents=True, exist_ok=True)
+    # huggingface_hub reads HF_HUB_OFFLINE once at import; honour it as set now (no network retries offline)
+    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
     paths = []
     for filename in spec.files:
         where = f"{spec.repo_id}/{filename}"
         try:
             paths.append(Path(hf.hf_hub_download(spec.repo_id, filename, local_dir=str(folder), revision=revision,
-                                                 token=token)))
+                                                 token=token, local_files_only=offline)))
         except hf_errors.LocalEntryNotFoundError as exc:
             raise HubError(
                 f"cannot download {where}: the Hub is unreachable (no network, HF_HUB_OFFLINE=1, or HF_ENDPOINT "
