@@ -28,7 +28,7 @@ def test_trajectory_bounces_and_matches_the_rendered_centre():
     assert torch.allclose(traj[:, 1], torch.full((40,), 5.0))
     steps = traj[1:, 0] - traj[:-1, 0]
     assert (steps > 0).any() and (steps < 0).any()  # it bounced
-    assert torch.allclose(steps.abs()[steps.abs() > 1.99], torch.full_like(steps[steps.abs() > 1.99], 2.0))
+    assert torch.allclose(steps.abs()[steps.abs() > 0.99], torch.full_like(steps[steps.abs() > 0.99], 1.0))
     v = render(s, 40, spec)
     alpha = (v[0] + 1) / 2  # red channel = coverage
     xs = torch.arange(16) + 0.5
@@ -110,10 +110,10 @@ def test_metrics_are_perfect_on_world_videos_and_catch_errors():
     assert _scores(x, reshaped)["shape_acc"] < 0.1
     # playing the video backwards breaks the prompted motion
     backwards = _scores(x.flip(2), scenes)
-    assert backwards["pos_err"] > 1.5 and backwards["motion_err"] > 0.5
+    assert backwards["pos_err"] > 1.0 and backwards["motion_err"] > 0.2
     # a frozen object: right shape and colour, wrong motion
     frozen = x[:, :, :1].expand_as(x)
-    assert _scores(frozen, scenes)["motion_err"] > 0.9
+    assert _scores(frozen, scenes)["motion_err"] > 0.6 and _scores(frozen, scenes)["pos_err"] > 2
     # an empty video scores the caps
     empty = _scores(torch.full_like(x, -1.0), scenes)
     assert empty["present"] == 0 and empty["pos_err"] == POS_CAP and empty["motion_err"] == MOTION_CAP

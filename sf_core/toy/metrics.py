@@ -14,7 +14,7 @@ against the physics of the world (straight motion at the prompted velocity, boun
    prompted colour), `pos_err` (pixels from the fitted trajectory), `motion_err` (error of the frame-to-frame
    displacement, px/frame), `flicker` (mean absolute change of background pixels between consecutive frames,
    intensity in [0, 1]) and `present`.
-Errors are capped (pos 4 px = a quarter of the frame, motion 2 px/frame = the fast speed, colour 1) and an
+Errors are capped (pos 4 px = a quarter of the frame, motion 1 px/frame = the fast speed, colour 1) and an
 absent object scores the cap, so a method cannot look good by losing the object; the caps are where the
 object is lost anyway.
 """
@@ -32,7 +32,7 @@ from .world import (COLOURS, DIRECTIONS, SHAPES, SPEEDS, WorldSpec, bounce, cove
 FG_THRESHOLD = 0.35
 MIN_AREA = 6  # pixels (the smallest shape, the triangle, covers 18)
 MAX_AREA = 96  # 2.7x the largest shape (the square, 36): a frame full of blobs or noise has no *object*
-POS_CAP, MOTION_CAP, COLOUR_CAP = 4.0, 2.0, 1.0
+POS_CAP, MOTION_CAP, COLOUR_CAP = 4.0, 1.0, 1.0
 METRICS = ("shape_acc", "colour_acc", "colour_err", "pos_err", "motion_err", "flicker", "present")
 HIGHER_IS_BETTER = {"shape_acc": True, "colour_acc": True, "present": True}
 
