@@ -38,9 +38,9 @@ CHANNELS = 3 * BLOCK * BLOCK  # 12
 # Channel c * 4 + k: colour c (R, G, B), coefficient k (0 = block mean, 1 = horizontal edge, 2 = vertical edge,
 # 3 = diagonal).
 STD_FLOOR = 0.05
-LATENT_MEAN: tuple[float, ...] = (-1.7747, 0.0, 0.0, 0.0, -1.7336, 0.0, 0.0, 0.0, -1.7527, 0.0, 0.0, 0.0)
-LATENT_STD: tuple[float, ...] = (0.7381, 0.2048, 0.1968, 0.0748, 0.7573, 0.2143, 0.2035, 0.0789,
-                                 0.7695, 0.2112, 0.2026, 0.0780)
+LATENT_MEAN: tuple[float, ...] = (-1.4936, 0.0, 0.0, 0.0, -1.4524, 0.0, 0.0, 0.0, -1.4716, 0.0, 0.0, 0.0)
+LATENT_STD: tuple[float, ...] = (0.7269, 0.3383, 0.3310, 0.1079, 0.7306, 0.3417, 0.3364, 0.1105,
+                                 0.7504, 0.3406, 0.3363, 0.1093)
 
 
 class CodecError(ValueError):

@@ -1,19 +1,23 @@
 """Ground-truth metrics of generated toy videos, per frame index.
 
 A generated video is measured against what its prompt prescribes (shape, colour, direction, speed) and
-against the physics of the world (straight motion at the prompted velocity, bouncing off walls):
+against the physics of the world (straight motion at one of its velocities, bouncing off the walls):
 
-1. detect, per frame: foreground = pixels brighter than FG_THRESHOLD (the background is black); the object
+1. detect, per frame, inside the walls: foreground = pixels brighter than FG_THRESHOLD (the background is
+   black); the object
    is *present* if MIN_AREA to MAX_AREA pixels are foreground; its centre is the intensity-weighted centroid,
    its colour the mean colour of its bright core, its shape the template (rendered at the detected centroid)
    with the highest soft IoU against the object's estimated coverage;
-2. fit the start centre: the generator chooses where the object starts, so the ground-truth trajectory is
-   the world's trajectory (prompted velocity, bounces) from the start centre that best explains the
-   first `fit_frames` frames (a grid search, 0.25 px);
+2. fit the motion: the generator chooses where the object starts (and may not follow the prompted motion),
+   so the reference trajectory is the world trajectory -- straight at one of the world's velocities, or
+   static, bouncing off the walls -- that best explains the first `fit_frames` frames (6 = the first two
+   chunks; a grid search over start centres, 0.25 px). Later frames are measured against it: that is
+   *drift*, the thing exposure bias causes; following the prompt is measured separately;
 3. per frame: `shape_acc`, `colour_acc` (1 if present and right, else 0), `colour_err` (RGB distance to the
-   prompted colour), `pos_err` (pixels from the fitted trajectory), `motion_err` (error of the frame-to-frame
-   displacement, px/frame), `flicker` (mean absolute change of background pixels between consecutive frames,
-   intensity in [0, 1]) and `present`.
+   prompted colour), `prompt_motion` (1 if the fitted motion is the prompted direction and speed; one value
+   per video), `pos_err` (pixels from the fitted trajectory), `motion_err` (error of the frame-to-frame
+   displacement, px/frame), `flicker` (mean absolute change of background pixels between consecutive
+   frames, intensity in [0, 1]) and `present`.
 Errors are capped (pos 4 px = a quarter of the frame, motion 1 px/frame = the fast speed, colour 1) and an
 absent object scores the cap, so a method cannot look good by losing the object; the caps are where the
 object is lost anyway.
@@ -33,8 +37,7 @@ FG_THRESHOLD = 0.35
 MIN_AREA = 6  # pixels (the smallest shape, the triangle, covers 18)
 MAX_AREA = 96  # 2.7x the largest shape (the square, 36): a frame full of blobs or noise has no *object*
 POS_CAP, MOTION_CAP, COLOUR_CAP = 4.0, 1.0, 1.0
-METRICS = ("shape_acc", "colour_acc", "colour_err", "pos_err", "motion_err", "flicker", "present")
-HIGHER_IS_BETTER = {"shape_acc": True, "colour_acc": True, "present": True}
+METRICS = ("shape_acc", "colour_acc", "colour_err", "prompt_motion", "pos_err", "motion_err", "flicker", "present")
 
 
 def detect(video: torch.Tensor, spec: WorldSpec) -> dict[str, torch.Tensor | list]:
@@ -44,7 +47,7 @@ def detect(video: torch.Tensor, spec: WorldSpec) -> dict[str, torch.Tensor | lis
     colour (list of names or None), shape (list of names or None).
     """
     img = ((video.float() + 1) / 2).clamp(0, 1)  # [3, T, H, W]
-    inten = img.max(dim=0).values  # [T, H, W]
+    inten = img.max(dim=0).values * (1 - spec.walls())  # [T, H, W]; the walls are not the object
     mask = inten > FG_THRESHOLD
     area = mask.sum(dim=(1, 2)).float()
     present = (area >= MIN_AREA) & (area <= MAX_AREA)
@@ -78,12 +81,10 @@ def detect(video: torch.Tensor, spec: WorldSpec) -> dict[str, torch.Tensor | lis
             "shape": shape}
 
 
-def fit_start(centres: torch.Tensor, velocity: tuple[float, float], spec: WorldSpec, fit_frames: int = 3,
-              step: float = 0.25) -> tuple[float, float] | None:
-    """Start centre whose world trajectory best matches the detected centres [T, 2] of the first frames.
-
-    None if no frame among the first `fit_frames` has a detection.
-    """
+def fit_start(centres: torch.Tensor, velocity: tuple[float, float], spec: WorldSpec, fit_frames: int = 6,
+              step: float = 0.25) -> tuple[tuple[float, float], float] | None:
+    """(start centre, mean squared error) of the world trajectory with `velocity` that best matches the detected
+    centres [T, 2] of the first `fit_frames` frames (grid search); None if none of them has a detection."""
     c = centres[:fit_frames]
     ok = ~torch.isnan(c[:, 0])
     if not ok.any():
@@ -96,10 +97,33 @@ def fit_start(centres: torch.Tensor, velocity: tuple[float, float], spec: WorldS
     ty = bounce(gy[:, None] + velocity[1] * t[None], yl, yh).float()
     ex = ((tx[:, ok] - c[ok, 0]) ** 2).sum(dim=1)
     ey = ((ty[:, ok] - c[ok, 1]) ** 2).sum(dim=1)
-    return float(gx[ex.argmin()]), float(gy[ey.argmin()])
+    err = float(ex.min() + ey.min()) / int(ok.sum())
+    return (float(gx[ex.argmin()]), float(gy[ey.argmin()])), err
 
 
-def score_video(video: torch.Tensor, prompt: str, spec: WorldSpec | None = None, fit_frames: int = 3
+MOTIONS: dict[str, tuple[float, float]] = {"static": (0.0, 0.0), **{
+    f"{d} {s}": (dx * v, dy * v) for d, (dx, dy) in DIRECTIONS.items() for s, v in SPEEDS.items()}}
+
+
+def fit_motion(centres: torch.Tensor, spec: WorldSpec, fit_frames: int = 6, prefer: str | None = None):
+    """The world motion (a direction and speed of the world, or static) and start centre that best explain the
+    first `fit_frames` detected centres: (motion name, start, velocity), or None without detections.
+
+    `prefer` wins ties (a start at the wall moving away from it fits "towards the wall" equally well)."""
+    fits = {}
+    for name, v in MOTIONS.items():
+        fit = fit_start(centres, v, spec, fit_frames)
+        if fit is not None:
+            fits[name] = (name, fit[0], v, fit[1])
+    if not fits:
+        return None
+    best = min(fits.values(), key=lambda f: f[3])
+    if prefer in fits and fits[prefer][3] <= best[3] + 1e-3:
+        best = fits[prefer]
+    return best[:3]
+
+
+def score_video(video: torch.Tensor, prompt: str, spec: WorldSpec | None = None, fit_frames: int = 6
                 ) -> dict[str, torch.Tensor]:
     """Per-frame metrics {name: [T]} of one video [3, T, H, W] against its prompt (see module docstring)."""
     spec = spec or WorldSpec()
@@ -118,15 +142,17 @@ def score_video(video: torch.Tensor, prompt: str, spec: WorldSpec | None = None,
     cerr = (det["rgb"] - target).norm(dim=1).clamp(max=COLOUR_CAP)
     out["colour_err"] = torch.where(present, cerr, torch.full_like(cerr, COLOUR_CAP))
 
-    dx, dy = DIRECTIONS[want["direction"]]
-    v = (dx * SPEEDS[want["speed"]], dy * SPEEDS[want["speed"]])
     # detections are area centroids; the world moves box centres (they differ for the triangle)
     off = torch.tensor(shape_centroid_offset(want["shape"], spec.size))
-    start = fit_start(det["centre"] - off, v, spec, fit_frames)
-    if start is None:
+    asked = f"{want['direction']} {want['speed']}"
+    fit = fit_motion(det["centre"] - off, spec, fit_frames, prefer=asked)
+    if fit is None:
         out["pos_err"] = torch.full((t,), POS_CAP)
         out["motion_err"] = torch.full((t,), MOTION_CAP)
+        out["prompt_motion"] = torch.zeros(t)
     else:
+        name, start, v = fit
+        out["prompt_motion"] = torch.full((t,), float(name == asked))
         gt = trajectory(start, v, t, spec) + off
         d = (det["centre"] - gt).norm(dim=1)
         out["pos_err"] = torch.nan_to_num(d, nan=POS_CAP).clamp(max=POS_CAP)
@@ -143,7 +169,7 @@ def score_video(video: torch.Tensor, prompt: str, spec: WorldSpec | None = None,
     return out
 
 
-def score_batch(videos: torch.Tensor, prompts: list[str], spec: WorldSpec | None = None, fit_frames: int = 3
+def score_batch(videos: torch.Tensor, prompts: list[str], spec: WorldSpec | None = None, fit_frames: int = 6
                 ) -> dict[str, torch.Tensor]:
     """{name: [B, T]} for videos [B, 3, T, H, W] and their prompts."""
     if len(prompts) != videos.shape[0]:

@@ -1,7 +1,7 @@
 """A synthetic, text-conditioned video world with known ground truth per frame.
 
 One coloured shape (square, circle or triangle, 6x6 pixels) moves on a black 16x16 frame in one of four
-directions at a slow or fast speed and bounces off the walls. The prompt names all four attributes ("a red
+directions at a slow or fast speed and bounces off the grey walls at its border. The prompt names all four attributes ("a red
 square moving left fast"); the start position is the only thing the prompt leaves open, so a generator must
 pick it and then keep shape, colour, speed and direction consistent for as long as the video runs -- exactly
 what exposure bias erodes.
@@ -40,22 +40,43 @@ class WorldError(ValueError):
 
 @dataclass(frozen=True)
 class WorldSpec:
-    """Frame geometry. `size` is the half extent of every shape in pixels (a square is 2*size wide)."""
+    """Frame geometry. `size` is the half extent of every shape in pixels (a square is 2*size wide).
+
+    wall: width in pixels of the grey border the shape bounces off (`wall_level` = its brightness in [0, 1]).
+    Why draw the walls: a Wan transformer has no absolute position embedding (RoPE is relative), so without
+    visible walls it cannot tell where a bounce must happen or where "the right half" is.
+    start: "half" = the start centre lies in the half the object moves away from (see `sample_scene`),
+    "uniform" = anywhere.
+    """
 
     height: int = 16
     width: int = 16
     size: float = 3.0
+    wall: int = 1
+    wall_level: float = 0.3
+    start: str = "half"
     fps: int = 8
 
     def __post_init__(self) -> None:
-        if self.height < 4 * self.size or self.width < 4 * self.size:
-            raise WorldError(f"frame {self.height}x{self.width} is too small for shapes of half size {self.size}: "
-                             f"use frames of at least {int(4 * self.size)} pixels per side")
+        need = int(4 * self.size + 2 * self.wall)
+        if self.height < need or self.width < need:
+            raise WorldError(f"frame {self.height}x{self.width} is too small for shapes of half size {self.size} "
+                             f"inside walls of {self.wall}: use frames of at least {need} pixels per side")
+        if self.start not in ("half", "uniform"):
+            raise WorldError(f"start must be 'half' or 'uniform', got {self.start!r}")
 
     @property
     def bounds(self) -> tuple[tuple[float, float], tuple[float, float]]:
-        """((x_lo, x_hi), (y_lo, y_hi)): the range of centres that keeps the shape inside the frame."""
-        return (self.size, self.width - self.size), (self.size, self.height - self.size)
+        """((x_lo, x_hi), (y_lo, y_hi)): the range of centres that keeps the shape inside the walls."""
+        m = self.size + self.wall
+        return (m, self.width - m), (m, self.height - m)
+
+    def walls(self) -> torch.Tensor:
+        """[H, W] 1 on the wall pixels, 0 inside."""
+        w = torch.ones(self.height, self.width)
+        if self.wall:
+            w[self.wall:-self.wall, self.wall:-self.wall] = 0
+        return w
 
 
 @dataclass(frozen=True)
@@ -149,11 +170,12 @@ def coverage(shape: str, centres: torch.Tensor, spec: WorldSpec) -> torch.Tensor
 
 
 def render(scene: Scene, frames: int, spec: WorldSpec | None = None) -> torch.Tensor:
-    """The video [3, T, H, W] in [-1, 1] of a scene."""
+    """The video [3, T, H, W] in [-1, 1] of a scene: black inside grey walls, the shape composited on top."""
     spec = spec or WorldSpec()
-    alpha = coverage(scene.shape, scene_trajectory(scene, frames, spec), spec)  # [T, H, W]
+    alpha = coverage(scene.shape, scene_trajectory(scene, frames, spec), spec).unsqueeze(0)  # [1, T, H, W]
     rgb = torch.tensor(scene.rgb).view(3, 1, 1, 1)
-    return alpha.unsqueeze(0) * rgb * 2.0 - 1.0
+    back = (spec.walls() * spec.wall_level).expand(3, frames, -1, -1)
+    return (back * (1 - alpha) + rgb * alpha) * 2.0 - 1.0
 
 
 def _pick(options, g: torch.Generator):
@@ -177,7 +199,8 @@ def sample_scene(g: torch.Generator, spec: WorldSpec | None = None) -> Scene:
     centre = []
     for (lo, hi), d, ui in zip(spec.bounds, DIRECTIONS[direction], u.tolist()):
         mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if d < 0 else (lo, mid) if d > 0 else (lo, hi)
+        if spec.start == "half":
+            lo, hi = (mid, hi) if d < 0 else (lo, mid) if d > 0 else (lo, hi)
         centre.append(lo + (hi - lo) * ui)
     return Scene(shape, colour, direction, speed, centre[0], centre[1])
 

@@ -1,0 +1,87 @@
+"""The toy world as training data for `sf_core.train` (no files: every sample is rendered on demand).
+
+`ToyWorldDataset` has the interface of `sf_core.train.data.ShardDataset` that the trainer and the ODE-pair
+generator use (`len`, `[i] -> Sample`, `negative`, `text_dim`, `index`, `root`, `kind`), so the one
+trainer runs on it unchanged: sample i is the world video drawn from the key (seed, i), encoded into the
+toy latent space, with its prompt's embeddings. A fixed fraction of samples (chosen by the same key) has
+its prompt dropped -- empty prompt, all-zero embedding -- so the teacher also learns the unconditional
+score that classifier-free guidance needs.
+"""
+from __future__ import annotations
+
+import hashlib
+import struct
+from pathlib import Path
+
+import torch
+
+from . import codec
+from .text import ToyTextEncoder
+from .world import WorldSpec, render, sample_scene
+
+
+def keyed(*parts: object) -> torch.Generator:
+    """A torch.Generator seeded from a tuple of ints / strings (stable across processes and versions)."""
+    h = hashlib.blake2b(digest_size=8)
+    for p in parts:
+        h.update(repr(p).encode())
+        h.update(b"\x00")
+    return torch.Generator().manual_seed(struct.unpack("<q", h.digest())[0] & 0x7FFF_FFFF_FFFF_FFFF)
+
+
+def _trim(e: torch.Tensor) -> torch.Tensor:
+    """Drop trailing all-zero rows [L, D] -> [n, D] (at least one row), as the trainer's shards store them."""
+    nz = (e != 0).any(dim=1).nonzero()
+    return e[:int(nz[-1]) + 1] if len(nz) else e[:1]
+
+
+class ToyWorldDataset:
+    """A virtual dataset of `size` world videos for seed `seed`.
+
+    latents=False gives prompts only (distribution matching and ODE pairs need no videos).
+    """
+
+    def __init__(self, seed: int = 0, *, size: int = 1 << 16, frames: int = 12, spec: WorldSpec | None = None,
+                 encoder: ToyTextEncoder | None = None, prompt_dropout: float = 0.0, latents: bool = True):
+        if size < 1 or frames < 1:
+            raise ValueError(f"size and frames must be positive, got {size}, {frames}")
+        if not 0.0 <= prompt_dropout < 1.0:
+            raise ValueError(f"prompt_dropout must be in [0, 1), got {prompt_dropout}")
+        self.seed, self.size, self.frames = int(seed), int(size), int(frames)
+        self.spec = spec or WorldSpec()
+        self.encoder = encoder or ToyTextEncoder()
+        self.prompt_dropout = float(prompt_dropout)
+        self.with_latents = latents
+        self.kind = "latents" if latents else "prompts"
+        self.root = Path(f"toy-world-seed{self.seed}")
+        self.index = {"format": "toy_world", "kind": self.kind, "num_samples": self.size,
+                      "text_dim": self.encoder.text_dim, "negative_prompt": self.encoder.negative_prompt,
+                      "encoder": f"toy:{self.encoder.text_dim}"}
+        self.negative = _trim(self.encoder.encode([self.encoder.negative_prompt])[0])
+
+    def __len__(self) -> int:
+        return self.size
+
+    @property
+    def text_dim(self) -> int:
+        return self.encoder.text_dim
+
+    def scene(self, i: int):
+        return sample_scene(keyed(self.seed, "toy-world", int(i)), self.spec)
+
+    def prompt(self, i: int) -> str:
+        drop = self.prompt_dropout and float(torch.rand(1, generator=keyed(self.seed, "drop", int(i)))) < \
+            self.prompt_dropout
+        return "" if drop else self.scene(i).prompt
+
+    def __getitem__(self, i: int):
+        from ..train.data import Sample  # the trainer's record type (training-only import)
+
+        if not 0 <= i < self.size:
+            raise IndexError(i)
+        prompt = self.prompt(i)
+        embeds = _trim(self.encoder.encode([prompt])[0])
+        lat = None
+        if self.with_latents:
+            lat = codec.encode(render(self.scene(i), self.frames, self.spec)[None])[0]
+        return Sample(int(i), prompt, embeds, lat)

@@ -1,0 +1,203 @@
+"""Training recipes of the toy model, run by the project's one trainer (`sf_core.train`) on the toy world.
+
+    teacher   bidirectional flow matching on world videos (10 % empty prompts, for CFG)
+    tf        causal student, teacher forcing (clean ground-truth context), initialised from the teacher
+    df        causal student, diffusion forcing (independently noised context), initialised from the teacher
+    ode       causal student, ODE-regression initialisation on the teacher's ODE pairs
+    sf        Self Forcing: DMD on self-rollouts, generator from `ode`, real score = teacher (CFG),
+              critic initialised from the teacher
+    tf_dmd    the paper's few-step "TF + DMD" baseline: as sf, but the generator's samples come from one
+              teacher-forced pass over noised ground-truth chunks (`sf_core.toy.methods.ForcedDMD`)
+    df_dmd    "DF + DMD" (CausVid): the same with a diffusion-forced (block-causal, noisy context) pass
+
+Every stage is `sf_core.train.trainer.Trainer` with a `TrainConfig` built here and the world as its dataset
+(`ToyWorldDataset`, rendered on demand). Everything is a function of the seed: the world samples, the noise
+and timestep draws (the trainer's keyed generators) and the initial weights. A stage writes
+`<root>/seed<S>/<stage>/` (checkpoints, metrics.jsonl, loss.png) and its exported weights to
+`<root>/seed<S>/<stage>.safetensors`; later stages read the earlier ones' exports.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .data import ToyWorldDataset
+from .spec import CHUNK_FRAMES, LATENT_HW, SHIFT, STEPS, TRAIN_FRAMES, toy_wan_config
+
+log = logging.getLogger(__name__)
+
+STAGES = ("teacher", "tf", "df", "ode", "sf", "tf_dmd", "df_dmd")
+NEEDS = {"teacher": (), "tf": ("teacher",), "df": ("teacher",), "ode": ("teacher",), "sf": ("teacher", "ode"),
+         "tf_dmd": ("teacher", "ode"), "df_dmd": ("teacher", "ode")}
+FORCED = {"tf_dmd": "teacher_forcing", "df_dmd": "diffusion_forcing"}  # DMD stages with a forced generator
+DEFAULT_ROOT = Path("runs/toy")
+
+
+@dataclass(frozen=True)
+class StageSettings:
+    """The knobs that differ between stages (the rest is `base_config`)."""
+
+    method: str
+    steps: int
+    batch: int
+    lr: float
+    lr_critic: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.99)
+    ema_start: int = 0
+    prompt_dropout: float = 0.0
+    latents: bool = True
+
+
+SETTINGS = {
+    "teacher": StageSettings("flow_matching", steps=4000, batch=16, lr=5e-4, ema_start=500, prompt_dropout=0.1),
+    "tf": StageSettings("teacher_forcing", steps=1000, batch=16, lr=2e-4, ema_start=200),
+    "df": StageSettings("diffusion_forcing", steps=1000, batch=16, lr=2e-4, ema_start=200),
+    "ode": StageSettings("ode", steps=1000, batch=16, lr=2e-4, ema_start=200),
+    "sf": StageSettings("dmd", steps=1000, batch=8, lr=5e-5, lr_critic=1e-4, betas=(0.0, 0.999), ema_start=200,
+                        latents=False),
+}
+SETTINGS["tf_dmd"] = SETTINGS["df_dmd"] = StageSettings(**{**SETTINGS["sf"].__dict__, "latents": True})
+ODE_PROMPTS = 512  # teacher ODE pairs (world prompts, each with its own noise)
+ODE_STEPS = 24
+
+
+def stage_dir(root: str | Path, seed: int, stage: str) -> Path:
+    return Path(root) / f"seed{seed}" / stage
+
+
+def stage_weights(root: str | Path, seed: int, stage: str) -> Path:
+    """Where a stage's exported weights live."""
+    return Path(root) / f"seed{seed}" / f"{stage}.safetensors"
+
+
+def base_config(stage: str, seed: int, root: str | Path, *, steps: int | None = None):
+    """The `TrainConfig` of a stage (toy sizes, CPU single process, fp32)."""
+    from ..train.config import (CheckpointConfig, DataConfig, DistConfig, DMDConfig, EMAConfig, ModelsConfig,
+                                OptimConfig, RolloutConfig, SupervisedConfig, TrainConfig)
+
+    s = SETTINGS[stage]
+    w = lambda name: str(stage_weights(root, seed, name))  # noqa: E731
+    models = ModelsConfig(generator=w("init"), init_seed=seed)
+    if stage in ("tf", "df", "ode"):
+        models = ModelsConfig(generator=w("teacher"), teacher=w("teacher"), init_seed=seed)
+    elif stage in ("sf", *FORCED):
+        models = ModelsConfig(generator=w("ode"), teacher=w("teacher"), critic=w("teacher"), init_seed=seed)
+    n = steps or s.steps
+    data = DataConfig(batch_size=s.batch, **({"embeddings": "toy-world"} if s.method == "dmd" else
+                                             {"latents": "toy-world"}))
+    if stage == "ode":
+        data = DataConfig(batch_size=s.batch, latents=str(stage_dir(root, seed, "ode") / "pairs"))
+    keep = tuple(range(0, ODE_STEPS + 1, ODE_STEPS // len(STEPS)))
+    return TrainConfig(
+        method=s.method, out_dir=str(stage_dir(root, seed, stage)), max_steps=n, seed=seed, log_every=25,
+        export_dtype="float32", models=models,
+        rollout=RolloutConfig(num_frames=TRAIN_FRAMES, latent_height=LATENT_HW[0], latent_width=LATENT_HW[1],
+                              chunk_frames=CHUNK_FRAMES, denoising_steps=STEPS, shift=SHIFT),
+        dmd=DMDConfig(guidance=3.0, update_ratio=5),
+        # no bell weighting: it gives t ~ 1000 (nearly) zero weight, and the high-noise end is where a few-step
+        # sampler decides where the object is and which way it goes
+        supervised=SupervisedConfig(shift=SHIFT, loss_weighting=False, ode_steps=ODE_STEPS, ode_guidance=4.0,
+                                    ode_keep=keep),
+        optim=OptimConfig(lr=s.lr, lr_critic=s.lr_critic or s.lr, betas=s.betas, betas_critic=s.betas,
+                          weight_decay=0.0, max_grad_norm=1.0, max_grad_norm_critic=1.0),
+        ema=EMAConfig(decay=0.99, start_step=min(s.ema_start, n - 1)),
+        data=data,
+        dist=DistConfig(backend="gloo", fsdp=False, mixed_precision=False, activation_checkpointing=False),
+        checkpoint=CheckpointConfig(every=max(50, n // 5), keep_last=1, resume="auto"),
+    )
+
+
+def write_init(seed: int, root: str | Path, config=None) -> Path:
+    """Wan's own initialisation of the toy transformer for `seed` (xavier matrices, zero head), as a file the
+    trainer loads: its random-model fallback is a test scheme, not a training initialisation."""
+    from ..checkpoints import save_model
+    from ..model import WanTransformer
+
+    path = stage_weights(root, seed, "init")
+    if not path.is_file():
+        torch.manual_seed(seed)
+        cfg = config or toy_wan_config()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_model(path, WanTransformer(cfg).init_weights(), cfg, dtype=torch.float32)
+    return path
+
+
+def dataset(stage: str, seed: int) -> ToyWorldDataset:
+    s = SETTINGS[stage]
+    return ToyWorldDataset(seed, prompt_dropout=s.prompt_dropout, latents=s.latents)
+
+
+def _check_needs(stage: str, root: Path, seed: int) -> None:
+    for need in NEEDS[stage]:
+        if need == "ode":
+            continue  # run by the DMD stages themselves when missing
+        if not stage_weights(root, seed, need).is_file():
+            raise FileNotFoundError(f"stage {stage!r} needs {stage_weights(root, seed, need)}; train it first: "
+                                    f"python -m sf_core.toy train {need} --seed {seed}")
+
+
+def make_ode_pairs(seed: int, root: str | Path, prompts: int = ODE_PROMPTS) -> Path:
+    """Teacher ODE pairs (Euler with CFG, `sf_core.train.methods.ode`) for `prompts` world prompts."""
+    from ..train.distributed import init_distributed
+    from ..train.methods.ode import generate_ode_pairs
+    from ..train.models import load_net
+
+    cfg = base_config("ode", seed, root)
+    out = Path(cfg.data.latents)
+    if (out / "index.json").is_file():
+        log.info("ODE pairs exist: %s", out)
+        return out
+    info = init_distributed(cfg.dist)
+    teacher = load_net(cfg.models.teacher, "teacher", cfg).requires_grad_(False)
+    src = ToyWorldDataset(seed + 1, size=prompts, latents=False)
+    return generate_ode_pairs(cfg, teacher, src, out, info,
+                              progress=lambda n, t: n % 64 == 0 and log.info("ODE pairs %d/%d", n, t))
+
+
+def train_stage(stage: str, seed: int = 0, root: str | Path = DEFAULT_ROOT, *, steps: int | None = None,
+                overrides: dict | None = None, model_config=None, ode_prompts: int = ODE_PROMPTS) -> Path:
+    """Run one stage from scratch (or resume it) and return its exported weights.
+
+    overrides: dotted `TrainConfig` overrides ({"data.batch_size": 4}); model_config: the teacher's WanConfig
+    (default `toy_wan_config()`; later stages take their sizes from the files they start from); ode_prompts:
+    number of teacher ODE pairs (stage ode).
+    """
+    from ..train.config import apply_overrides
+    from ..train.distributed import init_distributed
+    from ..train.trainer import Trainer
+
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; choose one of {STAGES}")
+    root = Path(root)
+    _check_needs(stage, root, seed)
+    if "ode" in NEEDS[stage] and not stage_weights(root, seed, "ode").is_file():
+        train_stage("ode", seed, root, steps=steps, overrides=overrides, ode_prompts=ode_prompts)
+    if stage == "ode":
+        make_ode_pairs(seed, root, ode_prompts)
+    if stage == "teacher":
+        write_init(seed, root, model_config)
+    cfg = base_config(stage, seed, root, steps=steps)
+    if overrides:
+        cfg = apply_overrides(cfg, overrides)
+    torch.manual_seed(seed)
+    info = init_distributed(cfg.dist)
+    data = None if stage == "ode" else dataset(stage, seed)
+    trainer = Trainer(cfg, info, dataset=data)
+    if stage in FORCED:
+        from .methods import ForcedDMD
+
+        trainer.method = ForcedDMD(cfg, FORCED[stage])  # the trainer's DMD with forced generator samples
+    Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
+    (Path(cfg.out_dir) / "config.json").write_text(cfg.to_json(), encoding="utf-8")
+    status = trainer.run()
+    if status.get("state") != "finished":
+        raise RuntimeError(f"stage {stage} did not finish: {status}")
+    exported = trainer.export_path or Path(status["export"])
+    target = stage_weights(root, seed, stage)
+    shutil.copyfile(exported, target)
+    log.info("stage %s done: %s", stage, target)
+    return target
