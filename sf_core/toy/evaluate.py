@@ -22,7 +22,7 @@ import torch
 
 from . import codec
 from .metrics import METRICS, per_frame, score_batch, summarize
-from .spec import LATENT_HW, SHIFT, STEPS, TRAIN_FRAMES, WORLD, toy_causal
+from .spec import LATENT_HW, SHIFT, STEPS, TEACHER_CFG, TRAIN_FRAMES, WORLD, toy_causal
 from .text import ToyTextEncoder
 from .world import all_prompts
 
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 LONG = 4  # long rollouts are LONG x the training length
 TEACHER_STEPS = 24
-TEACHER_GUIDANCE = 3.0  # x0_c + g (x0_c - x0_u), as the DMD real score
+TEACHER_GUIDANCE = TEACHER_CFG  # x0_c + g (x0_c - x0_u), as the DMD real score
 
 
 def eval_prompts(videos: int | None = None) -> list[str]:
@@ -134,8 +134,9 @@ def record(model, seed: int = 0) -> dict:
 
 # ------------------------------------------------------------------------------------------ reporting
 ROWS = (("shape_acc", "shape acc", "{:.2f}"), ("colour_acc", "colour acc", "{:.2f}"),
-        ("prompt_motion", "prompted motion", "{:.2f}"), ("pos_err", "drift (px)", "{:.2f}"),
-        ("motion_err", "motion err (px/f)", "{:.3f}"), ("flicker", "flicker", "{:.4f}"), ("present", "present", "{:.2f}"))
+        ("prompt_motion", "prompted motion", "{:.2f}"), ("moving", "moving", "{:.2f}"),
+        ("pos_err", "drift (px)", "{:.2f}"), ("motion_err", "motion err (px/f)", "{:.3f}"),
+        ("flicker", "flicker", "{:.4f}"), ("present", "present", "{:.2f}"))
 
 
 def _fmt(v, f) -> str:

@@ -15,9 +15,10 @@ against the physics of the world (straight motion at one of its velocities, boun
    *drift*, the thing exposure bias causes; following the prompt is measured separately;
 3. per frame: `shape_acc`, `colour_acc` (1 if present and right, else 0), `colour_err` (RGB distance to the
    prompted colour), `prompt_motion` (1 if the fitted motion is the prompted direction and speed; one value
-   per video), `pos_err` (pixels from the fitted trajectory), `motion_err` (error of the frame-to-frame
-   displacement, px/frame), `flicker` (mean absolute change of background pixels between consecutive
-   frames, intensity in [0, 1]) and `present`.
+   per video), `moving` (1 if the fitted motion is not static; one value per video: every world object moves,
+   and a still object trivially has no drift), `pos_err` (pixels from the fitted trajectory), `motion_err`
+   (error of the frame-to-frame displacement, px/frame), `flicker` (mean absolute change of background pixels
+   between consecutive frames, intensity in [0, 1]) and `present`.
 Errors are capped (pos 4 px = a quarter of the frame, motion 1 px/frame = the fast speed, colour 1) and an
 absent object scores the cap, so a method cannot look good by losing the object; the caps are where the
 object is lost anyway.
@@ -37,7 +38,8 @@ FG_THRESHOLD = 0.35
 MIN_AREA = 6  # pixels (the smallest shape, the triangle, covers 18)
 MAX_AREA = 96  # 2.7x the largest shape (the square, 36): a frame full of blobs or noise has no *object*
 POS_CAP, MOTION_CAP, COLOUR_CAP = 4.0, 1.0, 1.0
-METRICS = ("shape_acc", "colour_acc", "colour_err", "prompt_motion", "pos_err", "motion_err", "flicker", "present")
+METRICS = ("shape_acc", "colour_acc", "colour_err", "prompt_motion", "moving", "pos_err", "motion_err", "flicker",
+           "present")
 
 
 def detect(video: torch.Tensor, spec: WorldSpec) -> dict[str, torch.Tensor | list]:
@@ -150,9 +152,11 @@ def score_video(video: torch.Tensor, prompt: str, spec: WorldSpec | None = None,
         out["pos_err"] = torch.full((t,), POS_CAP)
         out["motion_err"] = torch.full((t,), MOTION_CAP)
         out["prompt_motion"] = torch.zeros(t)
+        out["moving"] = torch.zeros(t)
     else:
         name, start, v = fit
         out["prompt_motion"] = torch.full((t,), float(name == asked))
+        out["moving"] = torch.full((t,), float(name != "static"))  # a still object has no drift to show
         gt = trajectory(start, v, t, spec) + off
         d = (det["centre"] - gt).norm(dim=1)
         out["pos_err"] = torch.nan_to_num(d, nan=POS_CAP).clamp(max=POS_CAP)

@@ -17,6 +17,9 @@ CHUNK_FRAMES = 3
 LATENT_HW = (WORLD.height // BLOCK, WORLD.width // BLOCK)
 STEPS = (1000, 750, 500, 250)
 SHIFT = 5.0
+# the teacher's classifier-free guidance, x0_c + TEACHER_CFG (x0_c - x0_u), wherever it serves as a reference:
+# the DMD real score, the ODE pairs, the teacher row of the evaluation
+TEACHER_CFG = 1.0
 # Long videos: a rolling window of the training length, so every query sees at most what it saw in training
 # (RoPE makes attention depend on frame *distances* only; absolute positions past 12 are never a problem).
 WINDOW_FRAMES = TRAIN_FRAMES

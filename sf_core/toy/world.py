@@ -1,10 +1,10 @@
 """A synthetic, text-conditioned video world with known ground truth per frame.
 
 One coloured shape (square, circle or triangle, 6x6 pixels) moves on a black 16x16 frame in one of four
-directions at a slow or fast speed and bounces off the grey walls at its border. The prompt names all four attributes ("a red
-square moving left fast"); the start position is the only thing the prompt leaves open, so a generator must
-pick it and then keep shape, colour, speed and direction consistent for as long as the video runs -- exactly
-what exposure bias erodes.
+directions at a slow or fast speed and bounces off the grey walls at its border. The prompt names all four
+attributes ("a red square moving left fast"); the start position is the only thing the prompt leaves open, so a
+generator must pick it and then keep shape, colour, speed and direction consistent for as long as the video
+runs -- exactly what exposure bias erodes.
 
 Everything is a pure function of a seed (a `torch.Generator` draws the scene attributes), rendered
 analytically with a one-pixel anti-aliased edge from signed distances, so positions are sub-pixel and the
