@@ -53,7 +53,7 @@ class StageSettings:
 
 
 SETTINGS = {
-    "teacher": StageSettings("flow_matching", steps=4000, batch=16, lr=5e-4, ema_start=500, prompt_dropout=0.1),
+    "teacher": StageSettings("flow_matching", steps=10000, batch=16, lr=5e-4, ema_start=500, prompt_dropout=0.1),
     "tf": StageSettings("teacher_forcing", steps=1000, batch=16, lr=2e-4, ema_start=200),
     "df": StageSettings("diffusion_forcing", steps=1000, batch=16, lr=2e-4, ema_start=200),
     "ode": StageSettings("ode", steps=1000, batch=16, lr=2e-4, ema_start=200),
