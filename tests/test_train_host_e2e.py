@@ -48,16 +48,19 @@ def test_train_interrupt_resume_in_the_real_host(server):
 
     run_dir = server.base / "output" / "self_forcing_training" / "e2e"
 
+    lock = threading.Lock()
+
     def cancel_when_training(kind, data):
         # interrupt once the trainer has logged twice *and* the node has forwarded progress to this client (the
         # node sends its progress text before the event), so the checks below do not race the node's polling
         if kind == "selfforcing.training":
             cancel_when_training.seen = True
         m = run_dir / "metrics.jsonl"
-        if cancel_when_training.seen and m.exists() and len(m.read_text().splitlines()) >= 2 \
-                and not cancel_when_training.sent:
-            cancel_when_training.sent = True
-            threading.Thread(target=server.post, args=("/interrupt", {})).start()
+        with lock:  # called from the websocket loop and the watcher thread: interrupt once
+            if cancel_when_training.seen and m.exists() and len(m.read_text().splitlines()) >= 2 \
+                    and not cancel_when_training.sent:
+                cancel_when_training.sent = True
+                threading.Thread(target=server.post, args=("/interrupt", {})).start()
     cancel_when_training.sent = False
     cancel_when_training.seen = False
 

@@ -9,30 +9,15 @@ score that classifier-free guidance needs.
 """
 from __future__ import annotations
 
-import hashlib
-import struct
 from pathlib import Path
 
 import torch
 
+from ..train.data import Sample, trim_embedding  # the trainer's record type and embedding trim
+from ..train.rng import keyed_generator as keyed  # the trainer's keyed draws
 from . import codec
 from .text import ToyTextEncoder
 from .world import WorldSpec, render, sample_scene
-
-
-def keyed(*parts: object) -> torch.Generator:
-    """A torch.Generator seeded from a tuple of ints / strings (stable across processes and versions)."""
-    h = hashlib.blake2b(digest_size=8)
-    for p in parts:
-        h.update(repr(p).encode())
-        h.update(b"\x00")
-    return torch.Generator().manual_seed(struct.unpack("<q", h.digest())[0] & 0x7FFF_FFFF_FFFF_FFFF)
-
-
-def _trim(e: torch.Tensor) -> torch.Tensor:
-    """Drop trailing all-zero rows [L, D] -> [n, D] (at least one row), as the trainer's shards store them."""
-    nz = (e != 0).any(dim=1).nonzero()
-    return e[:int(nz[-1]) + 1] if len(nz) else e[:1]
 
 
 class ToyWorldDataset:
@@ -57,7 +42,7 @@ class ToyWorldDataset:
         self.index = {"format": "toy_world", "kind": self.kind, "num_samples": self.size,
                       "text_dim": self.encoder.text_dim, "negative_prompt": self.encoder.negative_prompt,
                       "encoder": f"toy:{self.encoder.text_dim}"}
-        self.negative = _trim(self.encoder.encode([self.encoder.negative_prompt])[0])
+        self.negative = trim_embedding(self.encoder.encode([self.encoder.negative_prompt])[0])
 
     def __len__(self) -> int:
         return self.size
@@ -69,19 +54,20 @@ class ToyWorldDataset:
     def scene(self, i: int):
         return sample_scene(keyed(self.seed, "toy-world", int(i)), self.spec)
 
+    def _dropped(self, i: int) -> bool:
+        return bool(self.prompt_dropout) and \
+            float(torch.rand(1, generator=keyed(self.seed, "drop", int(i)))) < self.prompt_dropout
+
     def prompt(self, i: int) -> str:
-        drop = self.prompt_dropout and float(torch.rand(1, generator=keyed(self.seed, "drop", int(i)))) < \
-            self.prompt_dropout
-        return "" if drop else self.scene(i).prompt
+        return "" if self._dropped(i) else self.scene(i).prompt
 
     def __getitem__(self, i: int):
-        from ..train.data import Sample  # the trainer's record type (training-only import)
-
         if not 0 <= i < self.size:
             raise IndexError(i)
-        prompt = self.prompt(i)
-        embeds = _trim(self.encoder.encode([prompt])[0])
+        scene = self.scene(i)
+        prompt = "" if self._dropped(i) else scene.prompt
+        embeds = trim_embedding(self.encoder.encode([prompt])[0])
         lat = None
         if self.with_latents:
-            lat = codec.encode(render(self.scene(i), self.frames, self.spec)[None])[0]
+            lat = codec.encode(render(scene, self.frames, self.spec)[None])[0]
         return Sample(int(i), prompt, embeds, lat)

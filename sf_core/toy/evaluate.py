@@ -30,7 +30,6 @@ log = logging.getLogger(__name__)
 
 LONG = 4  # long rollouts are LONG x the training length
 TEACHER_STEPS = 24
-TEACHER_GUIDANCE = TEACHER_CFG  # x0_c + g (x0_c - x0_u), as the DMD real score
 
 
 def eval_prompts(videos: int | None = None) -> list[str]:
@@ -61,7 +60,7 @@ def student_rollout(model, prompts: list[str], frames: int, seed: int = 0, *, ca
 
 @torch.no_grad()
 def teacher_sample(model, prompts: list[str], frames: int = TRAIN_FRAMES, seed: int = 0, *,
-                   steps: int = TEACHER_STEPS, guidance: float = TEACHER_GUIDANCE, shift: float = SHIFT,
+                   steps: int = TEACHER_STEPS, guidance: float = TEACHER_CFG, shift: float = SHIFT,
                    batch: int = 48) -> torch.Tensor:
     """Latents [N, 12, frames, 8, 8] of the bidirectional teacher: Euler over `steps` points with CFG."""
     from ..denoiser import Denoiser
@@ -123,12 +122,10 @@ RECORD_STRIDE, RECORD_FRAMES = 12, 24  # the shipped model's record: 12 spread p
 
 def record(model, seed: int = 0) -> dict:
     """A short, fast evaluation kept beside the shipped model; the tests re-run it and compare."""
-    from .metrics import summarize as summ
-
     prompts = all_prompts()[::RECORD_STRIDE]
     lat = student_rollout(model, prompts, RECORD_FRAMES, seed)
     scores = score_batch(codec.decode(lat), prompts, WORLD)
-    return {"prompts": prompts, "frames": RECORD_FRAMES, "seed": seed, "summary": summ(scores),
+    return {"prompts": prompts, "frames": RECORD_FRAMES, "seed": seed, "summary": summarize(scores),
             "latent_abs_mean": float(lat.abs().mean()), "latent_std": float(lat.std())}
 
 

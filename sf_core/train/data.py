@@ -72,7 +72,7 @@ def read_prompts(path: str | Path) -> list[str]:
     return prompts
 
 
-def _trim(e: torch.Tensor) -> torch.Tensor:
+def trim_embedding(e: torch.Tensor) -> torch.Tensor:
     """Drop trailing all-zero rows of one embedding [L, D] (keep at least one row)."""
     nz = (e != 0).any(dim=1).nonzero()
     n = int(nz[-1]) + 1 if len(nz) else 1
@@ -99,7 +99,7 @@ def write_shards(out_dir: str | Path, embeds: Iterable[torch.Tensor], prompts: S
     shards = []
     for si, a in enumerate(range(0, len(prompts), shard_size)):
         b = min(a + shard_size, len(prompts))
-        rows = [cast(_trim(embeds[i].detach().cpu().reshape(-1, embeds[i].shape[-1]))) for i in range(a, b)]
+        rows = [cast(trim_embedding(embeds[i].detach().cpu().reshape(-1, embeds[i].shape[-1]))) for i in range(a, b)]
         offsets = torch.tensor([0] + [r.shape[0] for r in rows]).cumsum(0)
         tensors = {"embeds": torch.cat(rows).contiguous(), "offsets": offsets}
         if latents is not None:
@@ -108,7 +108,7 @@ def write_shards(out_dir: str | Path, embeds: Iterable[torch.Tensor], prompts: S
         name = f"shard_{si:05d}.safetensors"
         save_file(tensors, str(out / name), metadata={"prompts": json.dumps(list(prompts[a:b]))})
         shards.append({"file": name, "count": b - a})
-    neg = cast(_trim(negative.detach().cpu().reshape(-1, negative.shape[-1])))
+    neg = cast(trim_embedding(negative.detach().cpu().reshape(-1, negative.shape[-1])))
     save_file({"embeds": neg.contiguous()}, str(out / "negative.safetensors"))
     index = {"format": FORMAT, "version": 1, "kind": kind, "num_samples": len(prompts),
              "text_dim": int(embeds[0].shape[-1]), "shards": shards, "negative_prompt": negative_prompt,
