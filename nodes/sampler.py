@@ -149,10 +149,18 @@ class CausalSampler(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, timesteps=DEFAULT_TIMESTEPS, chunk_frames=3, window_frames=21, sink_frames=3, **_):
+    def validate_inputs(cls, timesteps):
+        """Queue-time check of the one input the schema cannot range-check (the timesteps text).
+
+        ComfyUI reads this signature: it skips its own min/max checks for every input named here (all of them
+        with **kwargs) and repeats an error once per named input, so only `timesteps` is named; the other
+        inputs keep the schema's ranges, and their combination (window vs chunk) is checked first in execute.
+        A linked input arrives as None here and is checked at execution.
+        """
+        if timesteps is None:
+            return True
         try:
             parse_timesteps(timesteps)
-            causal_config(chunk_frames, window_frames, sink_frames)
         except host.NodeInputError as e:
             return str(e)
         return True
