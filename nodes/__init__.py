@@ -22,6 +22,7 @@ from .prompts import PromptScheduleNode  # noqa: E402
 from .sampler import CausalSampler  # noqa: E402
 from .session import ContinueSession, LoadSession, SaveSession  # noqa: E402
 from .toy import EmptyToyLatent, LoadToyModel, ToyTextEncode  # noqa: E402
+from .toy_training import ToyTrainingPrompts  # noqa: E402
 from .training import EncodeTrainingPrompts, TrainSelfForcing  # noqa: E402
 
 NODES: list[type[io.ComfyNode]] = [
@@ -40,6 +41,7 @@ NODES: list[type[io.ComfyNode]] = [
     EmptyToyLatent,
     EncodeTrainingPrompts,
     TrainSelfForcing,
+    ToyTrainingPrompts,
 ]
 
 

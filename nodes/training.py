@@ -157,11 +157,14 @@ class TrainSelfForcing(io.ComfyNode):
                                tooltip="dmd: Self Forcing DMD (the paper). sid: score identity distillation. "
                                        "ode: ODE-regression init. teacher_forcing / diffusion_forcing / "
                                        "flow_matching: supervised baselines on clean latents."),
-                io.Combo.Input("generator", options=models, tooltip="The causal student to train (e.g. the "
-                                                                    "ODE-initialised Self Forcing checkpoint)."),
-                io.Combo.Input("teacher", options=models, tooltip="The frozen real score (bidirectional Wan2.1)."),
-                io.Combo.Input("critic", options=models, tooltip="Initial weights of the fake score (usually the "
-                                                                 "1.3B base, the same file as the teacher)."),
+                io.Combo.Input("generator", options=models, default=RANDOM_MODEL,
+                               tooltip="The causal student to train (e.g. the ODE-initialised Self Forcing "
+                                       "checkpoint)."),
+                io.Combo.Input("teacher", options=models, default=RANDOM_MODEL,
+                               tooltip="The frozen real score (bidirectional Wan2.1)."),
+                io.Combo.Input("critic", options=models, default=RANDOM_MODEL,
+                               tooltip="Initial weights of the fake score (usually the 1.3B base, the same file as "
+                                       "the teacher)."),
                 io.String.Input("run_name", default="self_forcing_dmd",
                                 tooltip="Folder under output/self_forcing_training; checkpoints, metrics and the "
                                         "export go there."),
