@@ -11,11 +11,12 @@ import logging
 import torch
 from comfy_api.latest import io
 
+from sf_core.session import state_to
 from sf_core.vae.protocol import VAEError
 
 from . import host, types
 from .decoders import HostDecoder, decode_stream, pick_decoder
-from .runner import session_to, state_to
+from .runner import session_to
 from .streaming import LiveStream
 
 log = logging.getLogger("selfforcing.nodes")

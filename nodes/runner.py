@@ -6,7 +6,6 @@ they live between nodes (a node never modifies the session it receives).
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -14,7 +13,7 @@ from typing import Any
 
 import torch
 
-from sf_core.kv_cache import KVCache
+from sf_core.config import plan_chunks
 from sf_core.pipeline import ChunkResult, generate
 from sf_core.session import Session
 
@@ -25,42 +24,9 @@ from .streaming import LiveStream, frames_to_image
 log = logging.getLogger("selfforcing.nodes")
 
 
-# ---------------------------------------------------------------------------------------------- copies
-def cache_to(cache: KVCache, device, dtype: torch.dtype | None = None) -> KVCache:
-    """A copy of the cache on another device (the input is never modified)."""
-    def mv(t):
-        return None if t is None else t.detach().to(device=device, dtype=dtype or t.dtype, copy=True)
-    return dataclasses.replace(cache, k=[mv(t) for t in cache.k], v=[mv(t) for t in cache.v],
-                               cross_k=[None] * len(cache.k), cross_v=[None] * len(cache.k),
-                               positions=list(cache.positions), cross_key=None, _plan=None)
-
-
-def state_to(obj, device):
-    """Copy a decoder state (nested lists / tuples / dicts / dataclasses of tensors) to a device."""
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().to(device, copy=True)
-    if isinstance(obj, list):
-        return [state_to(x, device) for x in obj]
-    if isinstance(obj, tuple):
-        return tuple(state_to(x, device) for x in obj)
-    if isinstance(obj, dict):
-        return {k: state_to(v, device) for k, v in obj.items()}
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return dataclasses.replace(obj, **{f.name: state_to(getattr(obj, f.name), device)
-                                           for f in dataclasses.fields(obj) if f.init})
-    return obj
-
-
 def session_to(session: Session, device, dtype: torch.dtype | None = None) -> Session:
-    """An independent copy of a session on `device` (cache, held latents, decoder state, RNG state)."""
-    gen = torch.Generator("cpu")
-    gen.set_state(session.generator.get_state().clone())
-    dtype = dtype or session.dtype
-    return dataclasses.replace(
-        session, cache=cache_to(session.cache, device, dtype), generator=gen,
-        held={f: t.detach().to(device=device, dtype=dtype, copy=True) for f, t in session.held.items()},
-        context=None if session.context is None else session.context.detach().to("cpu", copy=True),
-        decoder_state=state_to(session.decoder_state, device), dtype=dtype)
+    """An independent copy of a session on `device` (sessions live on the CPU between nodes)."""
+    return session.to(device, dtype)
 
 
 # ---------------------------------------------------------------------------------------------- one run
@@ -82,8 +48,6 @@ def run(module, session: Session, *, num_frames: int | None = None, num_chunks: 
     """
     causal = session.settings.causal
     if num_chunks is None:
-        from sf_core.pipeline import plan_chunks
-
         num_chunks = len(plan_chunks(causal, session.next_frame, num_frames=num_frames))
     n_steps = len(session.settings.steps)
     progress = host.Progress(num_chunks * n_steps, node_id)

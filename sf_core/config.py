@@ -153,17 +153,16 @@ class CausalConfig:
 
     def chunk_bounds(self, num_frames: int) -> list[tuple[int, int]]:
         """[(start, end)] frame ranges of the chunks of a video of `num_frames` latent frames."""
-        bounds: list[tuple[int, int]] = []
-        start = 0
-        if self.independent_first_frame and num_frames > 0:
-            bounds.append((0, 1))
-            start = 1
-        rest = num_frames - start
-        if rest % self.chunk_frames:
-            raise ConfigError(valid_length_message(num_frames, self))
-        for s in range(start, num_frames, self.chunk_frames):
-            bounds.append((s, s + self.chunk_frames))
-        return bounds
+        return plan_chunks(self, 0, num_frames=num_frames)
+
+    def chunk_size(self, start_frame: int) -> int:
+        """Latent frames of the chunk that starts at `start_frame`."""
+        return 1 if (self.independent_first_frame and start_frame == 0) else self.chunk_frames
+
+    def on_boundary(self, frame: int) -> bool:
+        """Whether a chunk can start at latent frame `frame`."""
+        first = 1 if self.independent_first_frame else 0
+        return frame == 0 or (frame >= first and (frame - first) % self.chunk_frames == 0)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -172,6 +171,43 @@ class CausalConfig:
     def from_dict(cls, d: Mapping[str, Any]) -> "CausalConfig":
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def plan_chunks(causal: CausalConfig, start_frame: int = 0, num_frames: int | None = None,
+                num_chunks: int | None = None) -> list[tuple[int, int]]:
+    """The one chunk planner: [(start, end)] latent-frame ranges of the next chunks from `start_frame`.
+
+    Give exactly one of `num_frames` (must split into whole chunks) or `num_chunks`. `start_frame` must be a
+    chunk boundary (0, or after the independent first frame, a multiple of chunk_frames past it).
+    """
+    if (num_frames is None) == (num_chunks is None):
+        raise ConfigError("give exactly one of num_frames (latent frames) or num_chunks")
+    if start_frame < 0 or not causal.on_boundary(start_frame):
+        raise ConfigError(f"latent frame {start_frame} is not a chunk boundary for chunks of {causal.chunk_frames}"
+                          f"{' after an independent first frame' if causal.independent_first_frame else ''}")
+    if num_chunks is not None:
+        if num_chunks < 1:
+            raise ConfigError(f"num_chunks must be >= 1, got {num_chunks}")
+        count = int(num_chunks)
+    else:
+        if num_frames < 1:
+            raise ConfigError(f"num_frames must be >= 1 latent frame, got {num_frames}")
+        first = causal.chunk_size(start_frame) if start_frame == 0 else causal.chunk_frames
+        rest = int(num_frames) - first
+        if rest < 0 or rest % causal.chunk_frames:
+            if start_frame == 0:
+                raise ConfigError(valid_length_message(int(num_frames), causal))
+            n = causal.chunk_frames
+            lo, hi = max(n, num_frames // n * n), (num_frames // n + 1) * n
+            raise ConfigError(f"a continuation of {num_frames} latent frames cannot be split into chunks of {n}; "
+                              f"nearest valid lengths: {lo} or {hi} latent frames")
+        count = 1 + rest // causal.chunk_frames
+    bounds, s = [], int(start_frame)
+    for _ in range(count):
+        n = causal.chunk_size(s)
+        bounds.append((s, s + n))
+        s += n
+    return bounds
 
 
 def valid_length_message(num_frames: int, causal: CausalConfig) -> str:

@@ -151,12 +151,19 @@ def wan_forward(model, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, 
         raise ValueError(f"timestep shape {tuple(t.shape)} does not match [B={b}, frames={frames}]")
 
     e, e0 = time_embed(model, t, dtype)
-    cos, sin = rope_cos_sin(dim // heads, start_frame, frames, gh, gw, tokens.device, rope_dtype)
     ctx_key = context
     ctx = None  # embedded text, computed only if some layer misses the cross cache
 
+    rope_start = start_frame
     if cache is not None:
         cache.begin(start_frame, frames)
+        rope_start = cache.rope_start  # the frame's slot when the cache uses relative positions
+    try:
+        cos, sin = rope_cos_sin(dim // heads, rope_start, frames, gh, gw, tokens.device, rope_dtype)
+    except BaseException:
+        if cache is not None:
+            cache.abort()
+        raise
     grad_ckpt = checkpoint and torch.is_grad_enabled()
     xs = tokens
     try:

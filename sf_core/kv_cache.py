@@ -18,19 +18,34 @@ Storage modes, chosen per call:
   "straight_through" keeps the official behaviour -- the values of the new write, the gradient of the
   old rows (`new + old - old.detach()`); "detach" treats the committed cache as a constant.
 
+Frame positions (RoPE), `rope_mode`:
+- "absolute": a frame is roped at its index in the video, as the official code (limit: 1024 latent frames);
+- "relative" (rolling only): a frame is roped at its slot in the cache, so the sink keeps positions 0..S-1 and
+  the window the positions right after it, however long the video runs; when rows shift left on eviction their
+  keys are re-roped by the shift (`rope.shift_time`, exact up to rounding, at most window/chunk times per frame);
+- "auto" (rolling only): absolute while the video is inside the RoPE table, re-based to relative (one re-rope of
+  the valid rows) at the first chunk that would pass it.
+Until the first eviction slot == frame, so all three modes are bit-identical for the first window of frames.
+
+Lifecycle: `for_config` (sized from a CausalConfig), `to(device, dtype)` (an independent copy), `state()` /
+`from_state()` (plain metadata + tensors, for session files), `reset()` / `truncate()`.
+
 The cross-attention K/V of the text (per layer) are cached too, keyed by the identity of the context
 tensor, so a new prompt rebuilds them automatically.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
 import torch
 
-from .config import ConfigError
+from .config import ROPE_MAX_POSITIONS, CausalConfig, ConfigError
+from .rope import shift_time
 
 GRAD_MODES = ("straight_through", "detach")
+ROPE_MODES = ("absolute", "relative", "auto")
 
 
 @dataclass
@@ -41,6 +56,7 @@ class _Plan:
     write_start: int  # first frame slot written
     new_length: int  # valid frame slots after the call
     inplace: bool
+    rope_start: int  # RoPE position of the call's first frame
 
 
 @dataclass
@@ -58,6 +74,8 @@ class KVCache:
     cross_v: list[torch.Tensor | None] = field(default_factory=list)
     cross_key: object | None = None
     functional: bool = False  # buffers hold exactly the valid rows (autograd-friendly, never mutated)
+    rope_mode: str = "absolute"
+    relative: bool = False  # frames are roped at their slot (relative mode, or auto after the switch)
     _plan: _Plan | None = None
 
     # ------------------------------------------------------------------ construction
@@ -66,7 +84,7 @@ class KVCache:
                  frames: int | None = None, window_frames: int | None = None, sink_frames: int = 0,
                  dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",
                  grad_mode: str = "straight_through", chunk_frames: int | None = None,
-                 strict: bool = True) -> "KVCache":
+                 strict: bool = True, rope_mode: str = "absolute") -> "KVCache":
         """Preallocate a cache. Rolling: `window_frames` rows of frames. Global: `frames` (grows if exceeded).
 
         `strict` rejects a window that cannot hold a chunk plus the sink (the reference silently overwrites
@@ -74,6 +92,11 @@ class KVCache:
         """
         if grad_mode not in GRAD_MODES:
             raise ConfigError(f"grad_mode must be one of {GRAD_MODES}, got {grad_mode!r}")
+        if rope_mode not in ROPE_MODES:
+            raise ConfigError(f"rope_mode must be one of {ROPE_MODES}, got {rope_mode!r}")
+        if rope_mode != "absolute" and window_frames is None:
+            raise ConfigError(f"rope_mode {rope_mode!r} re-bases positions inside a rolling window: it needs "
+                              f"window_frames (a global cache keeps every frame at its absolute position)")
         if window_frames is not None:
             if window_frames < 1:
                 raise ConfigError(f"window_frames must be >= 1, got {window_frames}")
@@ -92,7 +115,91 @@ class KVCache:
         v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
         return cls(k=k, v=v, tokens_per_frame=tokens_per_frame, window_frames=window_frames,
                    sink_frames=sink_frames, grad_mode=grad_mode,
-                   cross_k=[None] * num_layers, cross_v=[None] * num_layers)
+                   cross_k=[None] * num_layers, cross_v=[None] * num_layers,
+                   rope_mode=rope_mode, relative=rope_mode == "relative")
+
+    @classmethod
+    def for_config(cls, causal: CausalConfig, *, num_layers: int, num_heads: int, head_dim: int,
+                   tokens_per_frame: int, batch: int = 1, frames: int = 21, dtype: torch.dtype = torch.float32,
+                   device: torch.device | str = "cpu", rope_mode: str = "absolute",
+                   grad_mode: str = "straight_through") -> "KVCache":
+        """A cache sized from the chunking config: the rolling window, or a global cache of `frames` slots."""
+        return cls.allocate(num_layers, batch, num_heads, head_dim, tokens_per_frame,
+                            frames=None if causal.rolling else frames, window_frames=causal.window_frames,
+                            sink_frames=causal.sink_frames, dtype=dtype, device=device, grad_mode=grad_mode,
+                            chunk_frames=causal.chunk_frames, rope_mode=rope_mode)
+
+    # ------------------------------------------------------------------ lifecycle
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "KVCache":
+        """An independent copy on `device` (and `dtype`); the text cache is dropped (rebuilt on first use)."""
+        if self._plan is not None:
+            raise RuntimeError("cannot copy a KV cache while a forward call is writing it")
+
+        def mv(t):
+            return t.detach().to(device=device, dtype=dtype or t.dtype, copy=True)
+        return dataclasses.replace(self, k=[mv(t) for t in self.k], v=[mv(t) for t in self.v],
+                                   cross_k=[None] * self.num_layers, cross_v=[None] * self.num_layers,
+                                   positions=list(self.positions), cross_key=None, _plan=None)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.k[0].dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.k[0].device
+
+    @property
+    def unbounded(self) -> bool:
+        """Whether frame positions can go past the RoPE table (relative / auto mode on a rolling window)."""
+        return self.rolling and self.rope_mode != "absolute"
+
+    def state(self, include_rows: bool = True) -> tuple[dict, dict[str, torch.Tensor]]:
+        """(metadata, tensors) describing the cache: JSON-able sizes and bookkeeping, and the valid rows
+        `k.<layer>` / `v.<layer>` [B, length * tokens_per_frame, heads, head_dim] (unless include_rows=False)."""
+        if self._plan is not None:
+            raise RuntimeError("cannot read the state of a KV cache while a forward call is writing it")
+        b, _, heads, head_dim = self.k[0].shape
+        meta = {"tokens_per_frame": self.tokens_per_frame, "window_frames": self.window_frames,
+                "sink_frames": self.sink_frames, "length": self.length, "end_frame": self.end_frame,
+                "positions": list(self.positions), "capacity": self.capacity, "num_layers": self.num_layers,
+                "num_heads": int(heads), "head_dim": int(head_dim), "batch": int(b), "included": include_rows,
+                "rope_mode": self.rope_mode, "relative": self.relative}
+        tensors: dict[str, torch.Tensor] = {}
+        if include_rows:
+            for i in range(self.num_layers):
+                tensors[f"k.{i}"], tensors[f"v.{i}"] = self.valid(i)
+        return meta, tensors
+
+    @classmethod
+    def from_state(cls, meta: dict, tensors: dict[str, torch.Tensor], *, device: torch.device | str = "cpu",
+                   dtype: torch.dtype = torch.float32) -> "KVCache":
+        """Rebuild a cache from `state()`. Without rows (`included` false) the cache comes back empty."""
+        window = meta["window_frames"]
+        cache = cls.allocate(int(meta["num_layers"]), int(meta["batch"]), int(meta["num_heads"]),
+                             int(meta["head_dim"]), int(meta["tokens_per_frame"]),
+                             frames=None if window else max(int(meta["capacity"]), 1), window_frames=window,
+                             sink_frames=int(meta["sink_frames"]), dtype=dtype, device=device, strict=False,
+                             rope_mode=meta.get("rope_mode", "absolute"))
+        cache.relative = bool(meta.get("relative", cache.relative))
+        if not meta.get("included", True):
+            return cache
+        t, length = cache.tokens_per_frame, int(meta["length"])
+        if length > cache.capacity:
+            cache._grow(length)
+        positions = [int(p) for p in meta["positions"]]
+        if len(positions) != length:
+            raise ValueError(f"cache metadata lists {len(positions)} frame positions for {length} frames")
+        for i in range(cache.num_layers):
+            for name, bufs in (("k", cache.k), ("v", cache.v)):
+                rows = tensors[f"{name}.{i}"]
+                want = (cache.k[0].shape[0], length * t, *cache.k[0].shape[2:])
+                if tuple(rows.shape) != want:
+                    raise ValueError(f"cache tensor {name}.{i} has shape {tuple(rows.shape)}, expected {list(want)} "
+                                     f"({length} frames of {t} tokens)")
+                bufs[i][:, :rows.shape[1]] = rows.to(device=device, dtype=dtype)
+        cache.length, cache.end_frame, cache.positions = length, int(meta["end_frame"]), positions
+        return cache
 
     @property
     def num_layers(self) -> int:
@@ -136,6 +243,8 @@ class KVCache:
             self._to_functional()
         elif inplace and self.functional:
             self._to_buffers()
+        if self.rope_mode == "auto" and not self.relative and end > ROPE_MAX_POSITIONS:
+            self._rebase(inplace)
 
         length = self.length
         if not append:
@@ -156,7 +265,15 @@ class KVCache:
                 self._grow(new_length)
         write_start = new_length - n
         self.positions = self.positions[:write_start]
-        self._plan = _Plan(start_frame, n, append, write_start, new_length, inplace)
+        rope_start = write_start if self.relative else start_frame
+        self._plan = _Plan(start_frame, n, append, write_start, new_length, inplace, rope_start)
+
+    @property
+    def rope_start(self) -> int:
+        """RoPE position of the first frame of the call planned by `begin` (its absolute frame, or its slot)."""
+        if self._plan is None:
+            raise RuntimeError("rope_start is only known between begin() and end()")
+        return self._plan.rope_start
 
     def source(self, layer: int):
         """`kv(k, v) -> (K, V)`: what this call's self-attention attends over (all valid rows, its own last).
@@ -269,13 +386,29 @@ class KVCache:
     def _shift(self, sink: int, n_ev: int, n_roll: int, inplace: bool) -> None:
         t = self.tokens_per_frame
         s0, src0, n = sink * t, (sink + n_ev) * t, n_roll * t
-        for bufs in (self.k, self.v):
+        for is_key, bufs in ((True, self.k), (False, self.v)):
             for i, buf in enumerate(bufs):
+                moved = buf[:, src0:src0 + n]
+                if is_key and self.relative:  # the rows move n_ev slots left: re-rope them n_ev frames back
+                    moved = shift_time(moved, -n_ev, t)
                 if inplace:
-                    buf[:, s0:s0 + n] = buf[:, src0:src0 + n].clone()
+                    buf[:, s0:s0 + n] = moved.clone()
                 else:
                     with torch.enable_grad():
-                        bufs[i] = torch.cat([buf[:, :s0], buf[:, src0:src0 + n]], 1)
+                        bufs[i] = torch.cat([buf[:, :s0], moved], 1)
+
+    def _rebase(self, inplace: bool) -> None:
+        """Switch to relative positions: re-rope each valid frame's keys from its absolute frame to its slot."""
+        t = self.tokens_per_frame
+        delta = torch.tensor([slot - p for slot, p in enumerate(self.positions[:self.length])], dtype=torch.float64)
+        if self.length and bool((delta != 0).any()):
+            for i, buf in enumerate(self.k):
+                rows = shift_time(buf[:, :self.length * t], delta, t)
+                if inplace:
+                    buf[:, :self.length * t] = rows
+                else:
+                    self.k[i] = torch.cat([rows, buf[:, self.length * t:]], 1)
+        self.relative = True
 
     def _grow(self, frames: int) -> None:
         t = self.tokens_per_frame

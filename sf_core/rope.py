@@ -71,6 +71,33 @@ def rope_cos_sin(head_dim: int, start_frame: int, frames: int, height: int, widt
     return cos.to(device=device, dtype=dtype), sin.to(device=device, dtype=dtype)
 
 
+def time_pairs(head_dim: int) -> int:
+    """Complex pairs of a head that rotate with the frame position (the first ones: time | height | width)."""
+    c = head_dim // 2
+    return c - 2 * (c // 3)
+
+
+def shift_time(k: torch.Tensor, delta: torch.Tensor | int, tokens_per_frame: int) -> torch.Tensor:
+    """Keys [B, L, H, D] roped at frame positions p, re-roped to p + delta (per frame: delta [L // tpf] or an int).
+
+    Only the time pairs turn: a RoPE rotation composes, so this equals roping the raw keys at p + delta up to
+    rounding (computed in float64). Used to re-base a rolling cache's frame positions (relative positions).
+    """
+    b, l, h, d = k.shape
+    nt = time_pairs(d)
+    inv = _axis_angles(nt)[1]  # [nt] = theta^(-2j / (2 nt)): the angle per frame of each time pair
+    frames = l // tokens_per_frame
+    dl = torch.as_tensor(delta, dtype=torch.float64).reshape(-1)
+    if dl.numel() == 1:
+        dl = dl.expand(frames)
+    ang = (dl[:, None] * inv[None, :]).repeat_interleave(tokens_per_frame, dim=0)  # [L, nt]
+    cos, sin = torch.cos(ang).to(k.device)[:, None, :], torch.sin(ang).to(k.device)[:, None, :]
+    kt = k[..., :2 * nt].double().reshape(b, l, h, nt, 2)
+    ke, ko = kt[..., 0], kt[..., 1]
+    rot = torch.stack((ke * cos - ko * sin, ke * sin + ko * cos), dim=-1).reshape(b, l, h, 2 * nt)
+    return torch.cat([rot.to(k.dtype), k[..., 2 * nt:]], dim=-1)
+
+
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate interleaved channel pairs of x [B, L, H, D] by (cos, sin) [L, 1, D/2].
 

@@ -4,9 +4,9 @@ One chunk (LCM-style, as the official pipeline): start from noise; for each time
 unless it is the last step, re-noise x0 to t_{i+1} with fresh noise. The finished chunk is then committed
 to the KV cache by one context pass at `context_t` (0 = clean).
 
-`rollout` runs the chunks of a video left to right. The same function serves batch inference, streaming
-(per-chunk callback), sessions (start from any frame with an existing cache) and the Self Forcing
-training rollout (`exit_steps`: the step whose x0 keeps grad; earlier steps run without grad).
+`step_chunk` is the one chunk step (sample, check, commit). `rollout` loops over it for a stretch of video
+(training's rollout with `exit_steps`: the step whose x0 keeps grad; parity replays); `sf_core.pipeline`
+loops over it for sessions (batch inference, streaming, continuation) and `sf_core.live` for live runs.
 
 Noise draw order (reproducible for a seed): for each chunk, in order, (1) the chunk's initial noise
 [B, C, n, H, W] (unless `noise` is given for the whole video), (2) one draw per re-noising step
@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from .config import CausalConfig, ConfigError
+from .config import CausalConfig, ConfigError, plan_chunks
 from .denoiser import Denoiser
 from .kv_cache import KVCache
 from .schedule import FlowSchedule
@@ -92,91 +92,72 @@ def sample_chunk(denoise: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], 
     return x0
 
 
+def step_chunk(denoiser: Denoiser, cache: KVCache, x: torch.Tensor, start_frame: int, timesteps: torch.Tensor,
+               noise_fn: NoiseFn, *, exit_step: int | None = None, grad: bool = False, commit: bool = True,
+               context_t: float = 0.0, context_renoise: bool = False,
+               callback: Callable[[int, float, torch.Tensor], None] | None = None) -> torch.Tensor:
+    """THE chunk step: denoise chunk x [B, C, n, H, W] (noise at timesteps[0]) against `cache`, check it is
+    finite, and commit it (one context pass at `context_t`, re-noised first with `context_renoise`), which
+    advances the cache past the chunk. Returns its x0. Every loop (batch inference, sessions, the live stream,
+    the training rollout) is a loop over this call that differs only in arguments.
+    """
+    def denoise(xx, tt):
+        return denoiser(xx, tt, cache=cache, start_frame=start_frame)
+
+    x0 = sample_chunk(denoise, x, timesteps, denoiser.schedule, noise_fn, exit_step=exit_step, grad=grad,
+                      callback=callback)
+    _check_finite(x0, start_frame)
+    if commit:
+        with torch.no_grad():
+            xc = x0.detach()
+            if context_renoise:
+                b_, _, f_ = xc.shape[:3]
+                tc = torch.full((b_, f_), float(context_t), device=xc.device)
+                xc = denoiser.schedule.add_noise(xc, noise_fn(tuple(xc.shape)), tc)
+            denoiser.commit(xc, cache, start_frame, context_t)
+    return x0
+
+
 def rollout(denoiser: Denoiser, cache: KVCache, *, batch: int, num_frames: int, latent_hw: tuple[int, int],
             timesteps: torch.Tensor, causal: CausalConfig, noise_fn: NoiseFn,
             noise: torch.Tensor | None = None, start_frame: int = 0, channels: int = 16,
-            context_t: float = 0.0, context_renoise: bool = False, commit_last: bool = True,
-            exit_steps: Sequence[int] | None = None, grad_from_frame: int = 0,
+            context_t: float = 0.0, context_renoise: bool = False, exit_steps: Sequence[int] | None = None,
             dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",
-            on_step: Callable[[StepInfo], None] | None = None,
-            on_chunk: Callable[[int, int, torch.Tensor], None] | None = None,
-            context_schedule: Callable[[int], torch.Tensor] | None = None) -> torch.Tensor:
-    """Generate `num_frames` latent frames from `start_frame` on, chunk by chunk; returns [B, C, F, H, W].
+            on_step: Callable[[StepInfo], None] | None = None) -> torch.Tensor:
+    """Generate `num_frames` latent frames from `start_frame` on: a loop of `step_chunk`; returns [B, C, F, H, W].
 
-    noise: the initial noise of all frames (else drawn per chunk). exit_steps: per chunk, the step whose
-    x0 is the chunk output (training); grad is kept only for chunks starting at >= grad_from_frame.
-    context_renoise: re-noise x0 to context_t before the context pass (the training rollout does; its
-    sigma(0) is 0.00498, so training context frames carry slight noise, inference ones none).
-    commit_last: run the context pass after the final chunk too (needed to continue the video later).
-    on_chunk(chunk_index, start_frame, x0) after each chunk; context_schedule(chunk_index) -> context.
+    noise: the initial noise of all frames (else drawn per chunk). exit_steps: per chunk, the step whose x0 is
+    the chunk output and keeps grad when grad is enabled (the training rollout); context_renoise: re-noise x0
+    to context_t before the context pass (the training rollout does; its sigma(0) is 0.00498, so training
+    context frames carry slight noise, inference ones none).
     """
     h, w = latent_hw
-    bounds = _chunk_bounds(causal, start_frame, num_frames)
-    grad_wanted = exit_steps is not None and torch.is_grad_enabled()
+    grad = exit_steps is not None and torch.is_grad_enabled()
     outs = []
-    for ci, (s, e) in enumerate(bounds):
-        n = e - s
+    for ci, (s, e) in enumerate(plan_chunks(causal, start_frame, num_frames=num_frames)):
         if noise is not None:
             x = noise[:, :, s - start_frame:e - start_frame].to(device=device, dtype=dtype)
         else:
-            x = noise_fn((batch, channels, n, h, w))
-        if context_schedule is not None:
-            ctx = context_schedule(ci)
-            if ctx is not denoiser.context:
-                denoiser.context = ctx
-        exit_step = None if exit_steps is None else int(exit_steps[ci])
-        keep_grad = grad_wanted and s >= grad_from_frame
-
-        def denoise(xx, tt, _s=s):
-            return denoiser(xx, tt, cache=cache, start_frame=_s)
-
-        cb = None
-        if on_step is not None:
-            cb = (lambda i, t, x0, _ci=ci, _s=s: on_step(StepInfo(_ci, i, _s, t, x0)))
-        x0 = sample_chunk(denoise, x, timesteps, denoiser.schedule, noise_fn, exit_step=exit_step,
-                          grad=keep_grad, callback=cb)
-        _check_finite(x0, ci, s)
-        outs.append(x0)
-        if commit_last or ci < len(bounds) - 1:
-            with torch.no_grad():
-                xc = x0.detach()
-                if context_renoise:
-                    b_, _, f_ = xc.shape[:3]
-                    tc = torch.full((b_, f_), float(context_t), device=xc.device)
-                    xc = denoiser.schedule.add_noise(xc, noise_fn(tuple(xc.shape)), tc)
-                denoiser.commit(xc, cache, s, context_t)
-        if on_chunk is not None:
-            on_chunk(ci, s, x0)
+            x = noise_fn((batch, channels, e - s, h, w))
+        cb = None if on_step is None else (lambda i, t, x0, _ci=ci, _s=s: on_step(StepInfo(_ci, i, _s, t, x0)))
+        outs.append(step_chunk(denoiser, cache, x, s, timesteps, noise_fn,
+                               exit_step=None if exit_steps is None else int(exit_steps[ci]), grad=grad,
+                               context_t=context_t, context_renoise=context_renoise, callback=cb))
     return torch.cat(outs, dim=2)
-
-
-def _chunk_bounds(causal: CausalConfig, start_frame: int, num_frames: int) -> list[tuple[int, int]]:
-    if start_frame == 0:
-        return causal.chunk_bounds(num_frames)
-    first = 1 if causal.independent_first_frame else 0
-    if (start_frame - first) % causal.chunk_frames or num_frames % causal.chunk_frames:
-        raise ConfigError(f"continuing at frame {start_frame} for {num_frames} frames does not fall on chunk "
-                          f"boundaries of {causal.chunk_frames} frames")
-    return [(s, s + causal.chunk_frames) for s in range(start_frame, start_frame + num_frames,
-                                                          causal.chunk_frames)]
 
 
 class NonFiniteError(FloatingPointError):
     pass
 
 
-def _check_finite(x0: torch.Tensor, chunk: int, start: int) -> None:
+def _check_finite(x0: torch.Tensor, start: int) -> None:
     if not torch.isfinite(x0).all():
         bad = (~torch.isfinite(x0)).sum().item()
         raise NonFiniteError(
-            f"chunk {chunk} (latent frames {start}..{start + x0.shape[2] - 1}) produced {bad} NaN/inf values; "
+            f"the chunk at latent frames {start}..{start + x0.shape[2] - 1}) produced {bad} NaN/inf values; "
             f"stopped. Usual causes: fp16 overflow (use bf16 or fp32), corrupt weights, or NaN in the text "
             f"embeddings")
 
 
-def num_chunks(causal: CausalConfig, num_frames: int) -> int:
-    return len(causal.chunk_bounds(num_frames))
-
-
-__all__ = ["rollout", "sample_chunk", "generator_noise", "replay_noise", "StepInfo", "num_chunks",
+__all__ = ["rollout", "step_chunk", "sample_chunk", "generator_noise", "replay_noise", "StepInfo",
            "NonFiniteError"]

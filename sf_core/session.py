@@ -22,7 +22,7 @@ import torch
 from .config import ROPE_MAX_POSITIONS, CausalConfig, ConfigError
 from .denoiser import Denoiser
 from .forward import model_dims
-from .kv_cache import KVCache
+from .kv_cache import ROPE_MODES, KVCache
 from .prompts import PromptSchedule
 from .schedule import DEFAULT_STEPS, FlowSchedule, parse_steps
 
@@ -56,7 +56,9 @@ class SamplingSettings:
     """How chunks are sampled. steps: denoising steps on the 0..1000 scale (warped onto the shifted grid
     when `warp`: 1000,750,500,250 -> 1000, 937.5, 833.33, 625 at shift 5); context_t: timestep of the
     context pass that commits a chunk (0 = clean, as the official inference); context_renoise: re-noise the
-    chunk to context_t first (as the training rollout)."""
+    chunk to context_t first (as the training rollout). positions: RoPE frame positions of a rolling cache
+    (`sf_core.kv_cache`): "auto" (absolute, as the official code, until the 1024-frame table would be passed,
+    then relative to the cache), "absolute" (stops at 1024 latent frames) or "relative" (from the start)."""
 
     steps: tuple[int, ...] = DEFAULT_STEPS
     shift: float = 5.0
@@ -64,9 +66,15 @@ class SamplingSettings:
     context_t: float = 0.0
     context_renoise: bool = False
     causal: CausalConfig = field(default_factory=default_causal)
+    positions: str = "auto"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "steps", tuple(parse_steps(list(self.steps))))
+        if self.positions not in ROPE_MODES:
+            raise ConfigError(f"positions must be one of {ROPE_MODES}, got {self.positions!r}")
+        if self.positions == "relative" and not self.causal.rolling:
+            raise ConfigError("positions='relative' needs a rolling window (window_frames); a global cache keeps "
+                              "absolute positions: set a window or use positions='auto'")
         if not self.shift > 0:
             raise ConfigError(f"shift must be > 0 (Self Forcing uses 5), got {self.shift}")
         if not 0 <= self.context_t <= 1000:
@@ -75,6 +83,11 @@ class SamplingSettings:
     @property
     def schedule(self) -> FlowSchedule:
         return FlowSchedule(float(self.shift))
+
+    @property
+    def rope_mode(self) -> str:
+        """The cache's RoPE mode: `positions` on a rolling window, absolute for a global cache."""
+        return self.positions if self.causal.rolling else "absolute"
 
     def timesteps(self) -> torch.Tensor:
         """The per-step timesteps (float32)."""
@@ -141,12 +154,34 @@ class Session:
 
     @property
     def device(self) -> torch.device:
-        return self.cache.k[0].device
+        return self.cache.device
 
     @property
-    def frames_left(self) -> int:
-        """Latent frames that can still be generated before the RoPE limit."""
+    def frames_left(self) -> int | None:
+        """Latent frames that can still be generated before the RoPE limit (None: no limit, relative positions)."""
+        if self.cache.unbounded:
+            return None
         return ROPE_MAX_POSITIONS - self.next_frame
+
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "Session":
+        """An independent copy on `device` (cache, held latents, decoder state, RNG state; the conditioning and
+        the noise generator stay on the CPU). The session itself is not changed."""
+        gen = torch.Generator("cpu")
+        gen.set_state(self.generator.get_state().clone())
+        dtype = dtype or self.dtype
+        return dataclasses.replace(
+            self, cache=self.cache.to(device, dtype), generator=gen,
+            held={f: t.detach().to(device=device, dtype=dtype, copy=True) for f, t in self.held.items()},
+            context=None if self.context is None else self.context.detach().to("cpu", copy=True),
+            decoder_state=state_to(self.decoder_state, device), dtype=dtype)
+
+    def reset_shot(self) -> None:
+        """Start a new shot: forget the cached frames (the video's frame count and the noise stream go on)."""
+        self.cache.reset()
+        self.cache.reset_cross()
+        self.held.clear()
+        self.context = None
+        self.cache_stale = False
 
     def check_model(self, model) -> None:
         """SessionError if `model` is not the shape this session was made with (warning if weights differ)."""
@@ -198,13 +233,28 @@ def new_session(model, prompts: PromptSchedule | torch.Tensor, *, latent_hw: tup
         raise ConfigError(f"latent size {h}x{w} must be a positive multiple of the patch {ph}x{pw} "
                           f"(pixel size = 8x latent size for the Wan VAE, e.g. 480x832 -> 60x104)")
     tpf = (h // ph) * (w // pw)
-    c = settings.causal
-    cache = KVCache.allocate(ident["num_layers"], batch, ident["num_heads"], ident["dim"] // ident["num_heads"],
-                             tpf, frames=None if c.rolling else TRAINING_FRAMES, window_frames=c.window_frames,
-                             sink_frames=c.sink_frames, dtype=dtype, device=device, chunk_frames=c.chunk_frames)
+    cache = KVCache.for_config(settings.causal, num_layers=ident["num_layers"], num_heads=ident["num_heads"],
+                               head_dim=ident["dim"] // ident["num_heads"], tokens_per_frame=tpf, batch=batch,
+                               frames=TRAINING_FRAMES, dtype=dtype, device=device, rope_mode=settings.rope_mode)
     gen = torch.Generator("cpu").manual_seed(int(seed))
     return Session(settings=settings, cache=cache, prompts=prompts, generator=gen, batch=batch, latent_hw=(h, w),
                    channels=ident["in_dim"], model_id=ident, seed=int(seed), dtype=dtype)
+
+
+def state_to(obj, device):
+    """Copy a decoder state (nested lists / tuples / dicts / dataclasses of tensors) to a device."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to(device, copy=True)
+    if isinstance(obj, list):
+        return [state_to(x, device) for x in obj]
+    if isinstance(obj, tuple):
+        return tuple(state_to(x, device) for x in obj)
+    if isinstance(obj, dict):
+        return {k: state_to(v, device) for k, v in obj.items()}
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.replace(obj, **{f.name: state_to(getattr(obj, f.name), device)
+                                           for f in dataclasses.fields(obj) if f.init})
+    return obj
 
 
 def chunk_of(frame: int, causal: CausalConfig) -> int:
@@ -247,4 +297,4 @@ def recommit(denoiser: Denoiser, cache: KVCache, frames: list[int], latents: tor
 
 
 __all__ = ["Session", "SessionError", "SamplingSettings", "default_causal", "new_session", "model_identity",
-           "commit_groups", "recommit", "chunk_of", "TRAINING_FRAMES"]
+           "commit_groups", "recommit", "chunk_of", "state_to", "TRAINING_FRAMES"]

@@ -37,14 +37,11 @@ def save_session(session: Session, path: str | Path, *, include_cache: bool = Tr
     """Write `session` to `path` (.safetensors); returns the path. The session itself is not changed."""
     path = Path(path)
     tensors: dict[str, torch.Tensor] = {}
-    cache = session.cache
-    if cache._plan is not None:
-        raise SessionError("cannot save a session while a chunk is being generated")
-    include_cache = include_cache and not session.cache_stale
-    if include_cache:
-        for i in range(cache.num_layers):
-            k, v = cache.valid(i)
-            tensors[f"cache.k.{i}"], tensors[f"cache.v.{i}"] = k, v
+    try:
+        cache_meta, cache_rows = session.cache.state(include_rows=include_cache and not session.cache_stale)
+    except RuntimeError as exc:
+        raise SessionError("cannot save a session while a chunk is being generated") from exc
+    tensors.update({f"cache.{k}": v for k, v in cache_rows.items()})
     tensors["rng"] = session.generator.get_state()
     held_frames = sorted(session.held)
     if held_frames:
@@ -59,10 +56,7 @@ def save_session(session: Session, path: str | Path, *, include_cache: bool = Tr
         "batch": session.batch, "latent_hw": list(session.latent_hw), "channels": session.channels,
         "seed": session.seed, "dtype": _dtype_name(session.dtype), "next_frame": session.next_frame,
         "chunk_index": session.chunk_index, "held_frames": held_frames, "cache_stale": session.cache_stale,
-        "cache": {"included": include_cache, "tokens_per_frame": cache.tokens_per_frame,
-                  "window_frames": cache.window_frames, "sink_frames": cache.sink_frames, "length": cache.length,
-                  "end_frame": cache.end_frame, "positions": cache.positions, "capacity": cache.capacity,
-                  "num_layers": cache.num_layers, "num_heads": cache.k[0].shape[2], "head_dim": cache.k[0].shape[3]},
+        "cache": cache_meta,
         "prompts": {"policy": session.prompts.policy, "transition_chunks": session.prompts.transition_chunks,
                     "entries": [{"start_chunk": e.start_chunk, "text": e.text} for e in session.prompts.entries]},
         "decoder": decoder_spec, "decoded_frames": session.decoded_frames,
@@ -117,18 +111,22 @@ def _build(meta: dict, tensors: dict[str, torch.Tensor], model, device, backend:
     prompts = PromptSchedule(entries, policy=pm["policy"], transition_chunks=int(pm["transition_chunks"]))
     gen = torch.Generator("cpu")
     gen.set_state(tensors["rng"])
-    cm = meta["cache"]
-    cache = KVCache.allocate(cm["num_layers"], meta["batch"], cm["num_heads"], cm["head_dim"], cm["tokens_per_frame"],
-                             frames=None if cm["window_frames"] else max(cm["capacity"], 1),
-                             window_frames=cm["window_frames"], sink_frames=cm["sink_frames"], dtype=dtype,
-                             device=device, strict=False)
+    cm = dict(meta["cache"])
+    settings = SamplingSettings.from_dict(meta["settings"])
+    cm.setdefault("batch", meta["batch"])
+    cm.setdefault("rope_mode", settings.rope_mode)  # files from before relative positions
+    rows = {k.removeprefix("cache."): v for k, v in tensors.items() if k.startswith("cache.")}
+    try:
+        cache = KVCache.from_state(cm, rows, device=device, dtype=dtype)
+    except (KeyError, ValueError) as exc:
+        raise SessionError(f"the KV cache in the file does not match its metadata ({exc}): the file is damaged") from exc
     held_frames = [int(f) for f in meta["held_frames"]]
     held = {}
     if held_frames:
         lat = tensors["held"].to(device)
         held = {f: lat[:, :, j] for j, f in enumerate(held_frames)}
     context = tensors.get("context")
-    session = Session(settings=SamplingSettings.from_dict(meta["settings"]), cache=cache, prompts=prompts,
+    session = Session(settings=settings, cache=cache, prompts=prompts,
                       generator=gen, batch=int(meta["batch"]), latent_hw=tuple(meta["latent_hw"]),
                       channels=int(meta["channels"]), model_id=meta["model"], seed=int(meta["seed"]), dtype=dtype,
                       next_frame=int(meta["next_frame"]), chunk_index=int(meta["chunk_index"]), held=held,
@@ -136,18 +134,7 @@ def _build(meta: dict, tensors: dict[str, torch.Tensor], model, device, backend:
                       decoded_frames=int(meta["decoded_frames"]), cache_stale=bool(meta.get("cache_stale")))
     if model is not None:
         session.check_model(model)
-    if cm["included"]:
-        t = cm["tokens_per_frame"]
-        for i in range(cm["num_layers"]):
-            for name, bufs in (("k", cache.k), ("v", cache.v)):
-                rows = tensors[f"cache.{name}.{i}"]
-                if rows.shape[1] != cm["length"] * t or rows.shape[0] != meta["batch"]:
-                    raise SessionError(f"cache tensor cache.{name}.{i} has shape {tuple(rows.shape)}, which does "
-                                       f"not match {cm['length']} frames of {t} tokens: the file is damaged")
-                bufs[i][:, :rows.shape[1]] = rows.to(device=device, dtype=dtype)
-        cache.length, cache.end_frame = int(cm["length"]), int(cm["end_frame"])
-        cache.positions = [int(p) for p in cm["positions"]]
-    elif held_frames:
+    if not cm["included"] and held_frames:
         if model is None:
             raise SessionError("this session file was saved without its KV cache: pass the model to load_session "
                                "so the cache can be recomputed from the saved latents")

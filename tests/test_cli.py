@@ -89,7 +89,7 @@ def test_bad_input_exits_with_a_clear_message(files, capsys):
         (["--window", "2", "-o", ""], "use window_frames >= 6"),
         (["--prompt", "0:a cat", "-o", ""], "has no tensor 'a cat'"),
         (["--prompt", "2:a dog", "-o", ""], "first prompt starts at chunk 2"),
-        (["--latent-frames", "1026", "-o", ""], "RoPE limit"),
+        (["--latent-frames", "1026", "--positions", "absolute", "-o", ""], "RoPE limit"),
         (["--resume", str(files / "emb.safetensors"), "-o", ""], "not a Self Forcing session file"),
     ]
     for extra, msg in cases:

@@ -13,7 +13,8 @@ from sf_core.session import SamplingSettings, new_session
 
 def test_a_video_up_to_the_rope_limit_with_memory_fixed_by_the_window():
     model, a = tiny_model(), conditioning(0)
-    sess = new_session(model, a, latent_hw=HW, seed=0)  # default: rolling window 21, sink 3
+    # default rolling window 21, sink 3; absolute positions as the official code (they stop at the RoPE table)
+    sess = new_session(model, a, latent_hw=HW, seed=0, settings=SamplingSettings(positions="absolute"))
     sizes, last = [], {}
 
     def on_chunk(r):
@@ -34,7 +35,7 @@ def test_a_video_up_to_the_rope_limit_with_memory_fixed_by_the_window():
 
 def test_length_past_the_rope_limit_is_refused_before_any_work():
     model = tiny_model()
-    sess = new_session(model, conditioning(0), latent_hw=HW)
+    sess = new_session(model, conditioning(0), latent_hw=HW, settings=SamplingSettings(positions="absolute"))
     with pytest.raises(RopePositionError, match="1024"):
         generate(model, sess, num_frames=ROPE_MAX_POSITIONS + 2)
     assert sess.next_frame == 0 and sess.cache.length == 0
