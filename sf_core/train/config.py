@@ -359,18 +359,73 @@ def _build(cls, d: Mapping[str, Any], where: str):
     if unknown:
         raise ConfigError(f"unknown config keys {[where + k for k in unknown]}; known: {sorted(names)}")
     kw = {}
+    defaults = {f.name: f.default for f in dataclasses.fields(cls)}
     for k, v in d.items():
         t = hints[k]
         if dataclasses.is_dataclass(t):
             kw[k] = _build(t, v, f"{where}{k}.")
-        elif isinstance(v, list):
-            kw[k] = tuple(v)
-        else:
-            kw[k] = v
+            continue
+        v = tuple(v) if isinstance(v, list) else v
+        if not _matches(v, t):
+            default = defaults[k]
+            example = "" if default is dataclasses.MISSING else f", e.g. {json.dumps(_plain(default))} (the default)"
+            raise ConfigError(f"{where}{k}={json.dumps(_plain(v)) if _jsonable(v) else repr(v)}: expected "
+                              f"{_describe(t)}{example}")
+        kw[k] = float(v) if t is float else v
     try:
         return cls(**kw)
     except TypeError as exc:
         raise ConfigError(f"bad config section {where or '<root>'}: {exc}") from None
+
+
+_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string", type(None): "null"}
+
+
+def _matches(v: Any, t: Any) -> bool:
+    """Whether a config value fits its field's type hint (JSON types: int for float is fine, bool is no int)."""
+    origin, args = typing.get_origin(t), typing.get_args(t)
+    if t is Any:
+        return True
+    if t is float:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+    if t is int:
+        return isinstance(v, int) and not isinstance(v, bool)
+    if t in (bool, str, type(None)):
+        return isinstance(v, t)
+    if origin is typing.Union or type(t).__name__ == "UnionType":
+        return any(_matches(v, a) for a in args)
+    if origin is tuple:
+        if not isinstance(v, tuple):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_matches(x, args[0]) for x in v)
+        return len(v) == len(args) and all(_matches(x, a) for x, a in zip(v, args))
+    if origin in (dict, Mapping) or t in (dict, Mapping):
+        return isinstance(v, Mapping)
+    return True  # a type this check does not know: the dataclass validates it
+
+
+def _describe(t: Any) -> str:
+    origin, args = typing.get_origin(t), typing.get_args(t)
+    if t in _NAMES:
+        return _NAMES[t]
+    if origin is typing.Union or type(t).__name__ == "UnionType":
+        return " or ".join(_describe(a) for a in args)
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a list of {_describe(args[0]).removeprefix('an ').removeprefix('a ')}s"
+        return f"a list of {len(args)} values ({', '.join(_describe(a) for a in args)})"
+    if origin in (dict, Mapping) or t in (dict, Mapping):
+        return "an object"
+    return str(t)
+
+
+def _jsonable(v: Any) -> bool:
+    try:
+        json.dumps(_plain(v))
+        return True
+    except (TypeError, ValueError):
+        return False
 
 
 def apply_overrides(cfg: TrainConfig, overrides: Mapping[str, Any]) -> TrainConfig:

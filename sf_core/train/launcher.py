@@ -91,6 +91,7 @@ class TrainingProcess:
         full_env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACK_ROOT), full_env.get("PYTHONPATH", "")) if p)
         full_env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // max(spec.nproc_per_node, 1))))
         self._log = open(self.log_path, "ab")
+        self._log_start = self._log.tell()  # this launch's output starts here (the log accumulates over runs)
         # own session: the node can signal the whole group (torchrun and its workers) and nothing else
         self.proc = subprocess.Popen(spec.command(), cwd=str(PACK_ROOT), env=full_env, stdout=self._log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
@@ -114,12 +115,23 @@ class TrainingProcess:
         except (OSError, ValueError):
             return {}
 
-    def log_tail(self, lines: int = 15) -> str:
+    def output(self) -> str:
+        """Everything this launch wrote to train.log."""
         try:
-            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+            with open(self.log_path, "rb") as fh:
+                fh.seek(self._log_start)
+                return fh.read().decode("utf-8", errors="replace")
         except OSError:
             return ""
-        return "\n".join(text.splitlines()[-lines:])
+
+    def log_tail(self, lines: int = 15) -> str:
+        return "\n".join(self.output().splitlines()[-lines:])
+
+    def error_line(self) -> str | None:
+        """The trainer's own one-line error (`error: ...`, printed by rank 0 on bad inputs) of this launch, if any:
+        torchrun's failure summary comes after it, so it is looked for in the whole output."""
+        errors = [ln for ln in self.output().splitlines() if ln.startswith("error: ")]
+        return errors[-1][len("error: "):] if errors else None
 
     def request_stop(self) -> None:
         (self.out_dir / "STOP").touch()
@@ -172,8 +184,7 @@ def follow(proc: TrainingProcess, on_rows: Callable[[list[dict], dict], None],
         proc.close()
     status = proc.status()
     if code != 0:
-        tail = proc.log_tail()
-        errors = [ln for ln in tail.splitlines() if ln.startswith("error:")]
-        raise TrainingFailed(errors[-1][len("error: "):] if errors else
-                             f"the trainer exited with code {code}; last output:\n{tail}")
+        error = proc.error_line()
+        raise TrainingFailed(error if error is not None else
+                             f"the trainer exited with code {code}; last output:\n{proc.log_tail()}")
     return status
