@@ -87,7 +87,7 @@ def parse_steps(text: str | list | tuple) -> list[int]:
         except (TypeError, ValueError):
             raise ValueError(f"bad denoising step {s!r} in {text!r}: expected integers in 1..1000 "
                              f"separated by commas, e.g. '1000,750,500,250'") from None
-        if v != int(v) or not 0 < v <= 1000:
+        if not 0 < v <= 1000 or v != int(v):  # range first: int(nan) / int(inf) would raise
             raise ValueError(f"denoising step {s!r} must be an integer in 1..1000 (got {text!r})")
         out.append(int(v))
     if not out:

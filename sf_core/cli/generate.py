@@ -20,8 +20,8 @@ import time
 
 import torch
 
-from ..config import ConfigError
-from ..pipeline import Bundle, ChunkResult, generate, plan_chunks
+from ..config import ROPE_MAX_POSITIONS, ConfigError
+from ..pipeline import Bundle, ChunkResult, generate
 from ..prompts import SWITCH_POLICIES, PromptError, PromptSchedule
 from ..sampler import NonFiniteError
 from ..session import SessionError, new_session
@@ -102,11 +102,16 @@ def run(args, bundle: Bundle | None = None) -> int:
     from ..session_io import load_session, save_session  # noqa: PLC0415
     from ..video import VideoWriter  # noqa: PLC0415
 
+    inputs.check_ranges(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = inputs.pick_device(args.device)
     dtype = inputs.pick_dtype(args.dtype, device)
     t_load = time.perf_counter()
+    if bundle is None and args.model == "toy":
+        bundle = inputs.load_bundle(args, device, dtype)  # tiny: its frame rate and frame arithmetic come with it
+    inputs.check_requested(args, fps=args.fps or (bundle or Bundle).fps,
+                           temporal_scale=(bundle or Bundle).temporal_scale)  # before a big model is loaded
     bundle = bundle or inputs.load_bundle(args, device, dtype)
     model = bundle.transformer
     fps = args.fps or bundle.fps
@@ -129,7 +134,9 @@ def run(args, bundle: Bundle | None = None) -> int:
                               settings=st, dtype=dtype, device=device)
     fresh = session.next_frame == 0
     n_latent = inputs.latent_length(args, st.causal, fps=fps, temporal_scale=bundle.temporal_scale, fresh=fresh)
-    n_chunks = len(plan_chunks(st.causal, session.next_frame, n_latent))
+    limit = inputs.MAX_LATENT_FRAMES if getattr(session.cache, "unbounded", False) else ROPE_MAX_POSITIONS
+    inputs.check_room(session.next_frame, n_latent, limit, st.causal, fps=fps, temporal_scale=bundle.temporal_scale)
+    n_chunks = inputs.chunk_count(n_latent, st.causal, fresh)
     decoder = bundle.decoder
     if args.output and decoder is None:
         raise ConfigError("writing an mp4 needs a decoder: pass --vae (Wan VAE or TAEHV weights), or -o '' with "

@@ -13,6 +13,7 @@ import torch
 from ..config import CausalConfig, ConfigError
 from ..pipeline import Bundle, as_bundle
 from ..prompts import PromptEntry, PromptError, PromptSchedule, PromptSpec, parse_prompt, resolve_starts
+from ..schedule import parse_steps
 from ..session import SamplingSettings, default_causal
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,56 @@ def pick_dtype(name: str, device: torch.device) -> torch.dtype:
     if name == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
     return DTYPES[name]
+
+
+# --------------------------------------------------------------------------------------------- ranges
+MAX_SEED = 2**63 - 1
+MAX_PIXELS = 16384  # per side; the RoPE grid allows 1024 patches of 2 latent pixels (Wan: 16384 px)
+
+
+def _num(x) -> str:
+    return f"{int(x):,}" if math.isfinite(x) and x == int(x) else f"{x:g}"
+
+
+def _bounded(value, name: str, lo, hi=None, *, low_open: bool = False, unit: str = "") -> None:
+    """ConfigError unless value is finite, lo <= value (lo < value with low_open) and value <= hi (if given);
+    the message gives the range."""
+    if value is None:
+        return
+    ok = math.isfinite(value) and (lo < value if low_open else lo <= value) and (hi is None or value <= hi)
+    if not ok:
+        rng = f"{'>' if low_open else '>='} {_num(lo)}" + ("" if hi is None else f" and <= {_num(hi)}")
+        raise ConfigError(f"--{name} must be a finite number {rng}{unit}, got {_num(value)}")
+
+
+def check_ranges(args) -> None:
+    """Check every number of the command line before anything is loaded or planned (message names the range)."""
+    _bounded(args.latent_frames, "latent-frames", 1, MAX_LATENT_FRAMES)
+    _bounded(args.frames, "frames", 1, 4 * MAX_LATENT_FRAMES)
+    _bounded(args.seconds, "seconds", 0, low_open=True)  # the frame count it gives is bounded next
+    _bounded(args.fps, "fps", 0.1, 1000)
+    _bounded(args.width, "width", 1, MAX_PIXELS, unit=" pixels")
+    _bounded(args.height, "height", 1, MAX_PIXELS, unit=" pixels")
+    _bounded(args.seed, "seed", 0, MAX_SEED)
+    _bounded(args.shift, "shift", 0, 100, low_open=True)
+    _bounded(args.chunk_frames, "chunk-frames", 1, 64)
+    _bounded(args.sink, "sink", 0, 1024)
+    _bounded(args.context_t, "context-t", 0, 1000)
+    _bounded(args.transition, "transition", 0, 1024)
+    _bounded(args.crf, "crf", 0, 51)
+    _bounded(args.threads, "threads", 1, 1024)
+    if args.window is not None and str(args.window).lower() not in ("global", "none"):
+        try:
+            window = int(args.window)
+        except ValueError:
+            raise ConfigError(f"--window must be a number of latent frames (0..{MAX_LATENT_FRAMES:,}) or 'global', "
+                              f"got {args.window!r}") from None
+        _bounded(window, "window", 0, MAX_LATENT_FRAMES)
+    if args.steps:
+        try:
+            parse_steps(args.steps)
+        except ValueError as exc:
+            raise ConfigError(f"--steps: {exc}") from None
 
 
 # --------------------------------------------------------------------------------------------- bundle
@@ -89,7 +140,7 @@ def settings_from_args(args, base: SamplingSettings) -> SamplingSettings:
                               sink_frames=sink)
     kw = {"causal": causal}
     if args.steps:
-        kw["steps"] = tuple(int(s) for s in str(args.steps).replace(" ", "").split(",") if s)
+        kw["steps"] = tuple(parse_steps(args.steps))
     if args.shift is not None:
         kw["shift"] = args.shift
     if args.context_t is not None:
@@ -174,35 +225,110 @@ def new_schedule(entries: list[PromptEntry], policy: str, transition: int) -> Pr
 
 
 # --------------------------------------------------------------------------------------------- length
+# The longest video one `generate` run makes: a bound so that no request can build a huge chunk list or hold
+# the run for days (~69 h of Wan video at 16 fps); the RoPE limit (ROPE_MAX_POSITIONS) is lower for a cache with
+# absolute positions and is checked once the session is made.
+MAX_LATENT_FRAMES = 1_000_000
+
+
 def video_frames(latent: int, fresh: bool, temporal_scale: int) -> int:
     """Video frames of `latent` latent frames (the first latent frame of a video decodes to one frame)."""
     return 1 + temporal_scale * (latent - 1) if fresh else temporal_scale * latent
 
 
+def latent_of_video(frames: int, fresh: bool, temporal_scale: int) -> int:
+    """The fewest latent frames that decode to at least `frames` video frames."""
+    return 1 + -(-(frames - 1) // temporal_scale) if fresh else -(-frames // temporal_scale)
+
+
+def _count(args) -> tuple[str, float]:
+    """The length option given (name, value); --seconds 5 when none is."""
+    for name in ("latent_frames", "frames", "seconds"):
+        v = getattr(args, name, None)
+        if v is not None:
+            return name, v
+    return "seconds", 5.0
+
+
+def requested_latent(args, *, fps: float, temporal_scale: int, fresh: bool = True) -> int:
+    """Latent frames the length options ask for, before rounding to whole chunks (cheap: no model needed)."""
+    name, v = _count(args)
+    if name == "latent_frames":
+        return int(v)
+    frames = int(v) if name == "frames" else max(1, round(v * fps))
+    return latent_of_video(frames, fresh, temporal_scale)
+
+
+def check_requested(args, *, fps: float, temporal_scale: int) -> None:
+    """Refuse a length past MAX_LATENT_FRAMES before the model is loaded."""
+    n = requested_latent(args, fps=fps, temporal_scale=temporal_scale)
+    if n > MAX_LATENT_FRAMES:
+        name, v = _count(args)
+        most = video_frames(MAX_LATENT_FRAMES, True, temporal_scale)
+        raise ConfigError(f"--{name.replace('_', '-')} {_num(v)} asks for {n:,} latent frames; one run makes at "
+                          f"most {MAX_LATENT_FRAMES:,} ({most:,} video frames, {most / fps:,.0f} s at {fps:g} fps)")
+
+
+def _lengths(latent: int, fresh: bool, temporal_scale: int, fps: float) -> str:
+    v = video_frames(latent, fresh, temporal_scale)
+    return f"{latent} latent frames ({v} video frames, {v / fps:.2f} s)"
+
+
 def latent_length(args, causal: CausalConfig, *, fps: float, temporal_scale: int, fresh: bool) -> int:
-    """Latent frames to generate from --latent-frames / --frames (video frames) / --seconds (rounded up)."""
+    """Latent frames to generate from --latent-frames / --frames (video frames) / --seconds (rounded up to whole
+    chunks). Errors name the nearest valid lengths in this model's frame arithmetic (`temporal_scale`)."""
     first = 1 if (fresh and causal.independent_first_frame) else 0
     n = causal.chunk_frames
-    valid = lambda k: first + k * n  # noqa: E731 - k >= 1 chunks after the optional first frame
-    if args.latent_frames is not None:
-        return int(args.latent_frames)  # checked (with the nearest valid lengths) by plan_chunks
-    if args.frames is not None:
-        for k in range(1, 100000):
-            v = video_frames(valid(k), fresh, temporal_scale)
-            if v == args.frames:
-                return valid(k)
-            if v > args.frames:
-                lo = video_frames(valid(max(k - 1, 1)), fresh, temporal_scale)
-                raise ConfigError(f"--frames {args.frames} does not fit chunks of {n} latent frames; nearest valid "
-                                  f"video lengths: {lo} or {v} frames")
-    seconds = 5.0 if args.seconds is None else float(args.seconds)
-    if seconds <= 0:
-        raise ConfigError(f"--seconds must be > 0, got {seconds}")
-    want = max(1, round(seconds * fps))
-    k = 1
-    while video_frames(valid(k), fresh, temporal_scale) < want:
-        k += 1
-    return valid(k)
+    shortest = first + n
+    name, v = _count(args)
+    if name == "latent_frames":
+        latent = int(v)
+        if latent < shortest or (latent - first) % n:
+            lo = max(shortest, first + (latent - first) // n * n)
+            hi = lo + n if lo <= latent else lo
+            after = f" after an independent first frame" if first else ""
+            near = (f"the shortest is {_lengths(lo, fresh, temporal_scale, fps)}" if hi == lo else
+                    f"nearest valid lengths: {_lengths(lo, fresh, temporal_scale, fps)} or "
+                    f"{_lengths(hi, fresh, temporal_scale, fps)}")
+            raise ConfigError(f"--latent-frames {latent} cannot be split into chunks of {n}{after}; {near}")
+        return latent
+    if name == "frames":
+        want = int(v)
+        latent = latent_of_video(want, fresh, temporal_scale)
+        k = max(1, -(-(latent - first) // n))
+        hi = first + k * n
+        if video_frames(hi, fresh, temporal_scale) == want:
+            return hi
+        lo_v, hi_v = video_frames(hi - n, fresh, temporal_scale), video_frames(hi, fresh, temporal_scale)
+        near = (f"nearest valid video lengths: {lo_v} or {hi_v} frames" if hi - n >= shortest else
+                f"the shortest valid video is {hi_v} frames")
+        raise ConfigError(f"--frames {want} does not fit chunks of {n} latent frames ({n * temporal_scale} video "
+                          f"frames); {near}")
+    latent = requested_latent(args, fps=fps, temporal_scale=temporal_scale, fresh=fresh)
+    return first + max(1, -(-(latent - first) // n)) * n
+
+
+def chunk_count(latent: int, causal: CausalConfig, fresh: bool) -> int:
+    """Chunks of `latent` latent frames (a length latent_length accepted)."""
+    first = 1 if (fresh and causal.independent_first_frame) else 0
+    return first + (latent - first) // causal.chunk_frames
+
+
+def check_room(start_frame: int, latent: int, limit: int, causal: CausalConfig, *, fps: float,
+               temporal_scale: int) -> None:
+    """Refuse a video that would end past latent frame `limit`; name the longest valid length that still fits."""
+    if start_frame + latent <= limit:
+        return
+    fresh = start_frame == 0
+    first = 1 if (fresh and causal.independent_first_frame) else 0
+    room = limit - start_frame
+    fit = first + (room - first) // causal.chunk_frames * causal.chunk_frames
+    why = (f"the RoPE limit of {limit} latent frames per video (absolute positions)" if limit < MAX_LATENT_FRAMES
+           else f"the limit of {limit} latent frames per run")
+    have = f"this session is at latent frame {start_frame}; " if start_frame else ""
+    can = (f"ask for at most {_lengths(fit, fresh, temporal_scale, fps)}" if fit >= first + causal.chunk_frames
+           else "no whole chunk fits: start a new video")
+    raise ConfigError(f"{_lengths(latent, fresh, temporal_scale, fps)} go past {why}; {have}{can}")
 
 
 def latent_size(args, bundle: Bundle) -> tuple[int, int]:
@@ -218,7 +344,3 @@ def latent_size(args, bundle: Bundle) -> tuple[int, int]:
         raise ConfigError(f"video size {w}x{h} must be a multiple of {step} pixels in each direction "
                           f"(latent = pixels / {s}, patch 2); nearest widths {near(w)}, heights {near(h)}")
     return h // s, w // s
-
-
-def seconds_of(frames: int, fps: float) -> float:
-    return frames / fps if fps > 0 else math.nan

@@ -1,0 +1,112 @@
+"""`python -m sf_core generate` refuses bad numbers, prompts and output paths before any work, and keeps what it made.
+
+Lengths are checked against arithmetic written out here (video frames = 1 + s (latent - 1) for a fresh video,
+s = 4 for Wan, 1 for the toy), not against the CLI's own helpers.
+"""
+import json
+from pathlib import Path
+
+import pytest
+from safetensors.torch import save_file
+
+from sessions_kit import StubDecoder, conditioning, tiny_model
+from sf_core.cli import generate as cli
+from sf_core.cli import inputs
+from sf_core.config import CausalConfig, ConfigError
+from sf_core.pipeline import Bundle
+from sf_core.session import SamplingSettings, default_causal
+
+
+def stub_bundle(model=None, **kw):
+    b = dict(transformer=model or tiny_model(), text_encoder=None, decoder=StubDecoder(),
+             settings=SamplingSettings(causal=default_causal()), fps=8, latent_hw=(4, 6), spatial_scale=2)
+    b.update(kw)
+    return Bundle(**b)
+
+
+@pytest.fixture
+def emb(tmp_path):
+    path = tmp_path / "emb.safetensors"
+    save_file({"context": conditioning(0)[0], "a dog": conditioning(1, length=7)[0]}, str(path))
+    return path
+
+
+def run(argv, capsys, bundle=None):
+    code = cli.main(argv, bundle=bundle)
+    return code, capsys.readouterr()
+
+
+def parse(argv):
+    return cli.build_parser().parse_args(argv)
+
+
+# ------------------------------------------------------------------------------------------ item 5: numbers
+@pytest.mark.parametrize("extra, msg", [
+    (["--latent-frames", "999999999999"], "--latent-frames must be a finite number >= 1 and <= 1,000,000"),
+    (["--seconds", "inf"], "--seconds must be a finite number > 0, got inf"),
+    (["--seconds", "nan"], "--seconds must be a finite number > 0, got nan"),
+    (["--seconds", "-2"], "--seconds must be a finite number > 0"),
+    (["--seconds", "1e9"], "asks for 4,000,000,001 latent frames; one run makes at most 1,000,000"),
+    (["--frames", "0"], "--frames must be a finite number >= 1"),
+    (["--fps", "0"], "--fps must be a finite number >= 0.1 and <= 1,000"),
+    (["--fps", "nan"], "--fps must be a finite number"),
+    (["--seed", "-1"], "--seed must be a finite number >= 0"),
+    (["--window", "-3"], "--window must be a finite number >= 0"),
+    (["--window", "big"], "--window must be a number of latent frames"),
+    (["--width", "0"], "--width must be a finite number >= 1 and <= 16,384 pixels"),
+    (["--height", "99999"], "--height must be a finite number >= 1 and <= 16,384 pixels"),
+    (["--shift", "0"], "--shift must be a finite number > 0"),
+    (["--crf", "70"], "--crf must be a finite number >= 0 and <= 51"),
+    (["--steps", "1000,inf"], "--steps: denoising step 'inf' must be an integer in 1..1000"),
+    (["--transition", "-1"], "--transition must be a finite number >= 0"),
+])
+def test_numbers_are_checked_before_the_model_is_loaded(tmp_path, capsys, extra, msg):
+    missing = tmp_path / "not_downloaded_yet.safetensors"  # loading it would fail: the check must come first
+    code, io = run(["--model", str(missing), "-o", "", "--latents-out", str(tmp_path / "l.st"), "-q", *extra], capsys)
+    assert code == 2 and msg in io.err, io.err
+
+
+def test_length_messages_use_the_models_frame_arithmetic():
+    wan, toy = dict(fps=16.0, temporal_scale=4, fresh=True), dict(fps=8.0, temporal_scale=1, fresh=True)
+    c3 = CausalConfig(chunk_frames=3)
+    # Wan: 10 latent frames -> nearest 9 (1 + 4*8 = 33 video frames) or 12 (45)
+    with pytest.raises(ConfigError, match=r"9 latent frames \(33 video frames, 2.06 s\) or 12 latent frames \(45"):
+        inputs.latent_length(parse(["--latent-frames", "10"]), c3, **wan)
+    # toy: one latent frame is one video frame
+    with pytest.raises(ConfigError, match=r"9 latent frames \(9 video frames, 1.12 s\) or 12 latent frames \(12 "):
+        inputs.latent_length(parse(["--latent-frames", "10"]), c3, **toy)
+    with pytest.raises(ConfigError, match="the shortest valid video is 3 frames"):  # not "3 or 3 frames"
+        inputs.latent_length(parse(["--frames", "2"]), c3, **toy)
+    with pytest.raises(ConfigError, match="nearest valid video lengths: 9 or 12 frames"):
+        inputs.latent_length(parse(["--frames", "10"]), c3, **toy)
+    with pytest.raises(ConfigError, match="nearest valid video lengths: 9 or 21 frames"):
+        inputs.latent_length(parse(["--frames", "20"]), c3, **wan)
+    assert inputs.latent_length(parse(["--frames", "81"]), c3, **wan) == 21
+    assert inputs.latent_length(parse(["--frames", "12"]), c3, **toy) == 12
+    assert inputs.latent_length(parse(["--seconds", "5"]), c3, **wan) == 21  # 80 frames -> 1 + 20 -> 21
+    assert inputs.latent_length(parse(["--seconds", "2"]), c3, **toy) == 18  # 16 frames -> 6 chunks
+    # a continuation (not fresh): every latent frame is s video frames
+    assert inputs.latent_length(parse(["--frames", "24"]), c3, fps=16.0, temporal_scale=4, fresh=False) == 6
+    first = CausalConfig(chunk_frames=3, independent_first_frame=True)
+    assert inputs.latent_length(parse(["--seconds", "1"]), first, **toy) == 10
+    with pytest.raises(ConfigError, match="after an independent first frame; nearest valid lengths: 4 latent"):
+        inputs.latent_length(parse(["--latent-frames", "6"]), first, **wan)
+
+
+def test_rope_limit_names_a_length_of_whole_chunks():
+    c3 = CausalConfig(chunk_frames=3)
+    inputs.check_room(0, 1023, 1024, c3, fps=16.0, temporal_scale=4)  # fits
+    with pytest.raises(ConfigError, match=r"RoPE limit of 1024.*at most 1023 latent frames \(4089 video frames"):
+        inputs.check_room(0, 1026, 1024, c3, fps=16.0, temporal_scale=4)
+    with pytest.raises(ConfigError, match=r"at latent frame 1017; ask for at most 6 latent frames \(6 video"):
+        inputs.check_room(1017, 9, 1024, c3, fps=8.0, temporal_scale=1)
+    with pytest.raises(ConfigError, match="no whole chunk fits"):
+        inputs.check_room(1023, 3, 1024, c3, fps=8.0, temporal_scale=1)
+
+
+def test_nan_steps_in_the_schedule_parser():
+    from sf_core.schedule import parse_steps
+
+    for bad in ("nan", "1000,inf", "-inf"):
+        with pytest.raises(ValueError, match="must be an integer in 1..1000"):
+            parse_steps(bad)
