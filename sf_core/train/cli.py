@@ -171,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="write the (EMA) generator of a checkpoint as one safetensors file")
     p.add_argument("--checkpoint", help="checkpoint directory (…/checkpoints/step_NNNNNNN)")
     p.add_argument("--run", help="run directory: export its latest checkpoint")
-    p.add_argument("--out", help="output .safetensors (default: <out_dir>/export/…)")
+    p.add_argument("--out", help="output .safetensors (default: export/ in the run folder of the checkpoint)")
     p.add_argument("--weights", default="auto", choices=("auto", "ema", "generator"))
     p.add_argument("--dtype", choices=("bfloat16", "float16", "float32"), help="default: the run's export_dtype")
     p.set_defaults(fn=cmd_export)

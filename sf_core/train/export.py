@@ -49,18 +49,19 @@ def export_generator(path: str | Path, state: dict[str, torch.Tensor], model: nn
 def export_checkpoint(checkpoint_dir: str | Path, out: str | Path | None = None, *, weights: str = "auto",
                       dtype: str | None = None) -> Path:
     """Offline export from a training checkpoint directory (single process, no GPU needed)."""
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.api import CheckpointException
-
     from ..model import WanTransformer
-    from .checkpoint import CheckpointCorrupt, describe_error, read_train_state
+    from . import dcp_safe
+    from .checkpoint import CheckpointCorrupt, CheckpointFileError, describe_error, read_train_state
     from .config import ConfigError, TrainConfig
     from .lora import apply_lora
 
     ck = Path(checkpoint_dir)
     ts = read_train_state(ck)
-    cfg = TrainConfig.from_dict(ts["config"])
-    wan = WanConfig.from_dict(ts["wan_config"])
+    try:
+        cfg = TrainConfig.from_dict(ts["config"])
+        wan = WanConfig.from_dict(ts["wan_config"])
+    except (KeyError, TypeError, ValueError) as exc:  # ConfigError is a ValueError
+        raise CheckpointFileError(f"{ck / 'train_state.json'} holds no valid run config ({exc})") from None
     if weights not in ("auto", "ema", "generator"):
         raise ConfigError(f"--weights {weights!r}: use auto, ema or generator")
     if weights == "ema" and not ts.get("ema"):
@@ -75,12 +76,12 @@ def export_checkpoint(checkpoint_dir: str | Path, out: str | Path | None = None,
         state["ema"] = {n: torch.empty_like(p, dtype=torch.float32) for n, p in model.named_parameters()
                         if p.requires_grad}
     try:
-        import warnings
-
-        with warnings.catch_warnings():  # DCP warns that it loads in a single process: that is the intent here
-            warnings.filterwarnings("ignore", message="torch.distributed is disabled")
-            dcp.load(state, checkpoint_id=str(ck))
-    except (Exception, CheckpointException) as exc:  # noqa: BLE001 - DCP's errors derive from BaseException
+        dcp_safe.load(state, ck)
+    except CheckpointCorrupt as exc:
+        raise type(exc)(f"checkpoint {ck} cannot be read: {exc}") from None
+    except BaseException as exc:  # noqa: BLE001 - DCP's CheckpointException derives from BaseException
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
         raise CheckpointCorrupt(f"checkpoint {ck} cannot be read ({describe_error(exc)})") from None
     model.load_state_dict(state["generator"])
     sd = {k: v.detach().cpu() for k, v in model.state_dict().items()}
@@ -89,7 +90,8 @@ def export_checkpoint(checkpoint_dir: str | Path, out: str | Path | None = None,
         for n, v in state["ema"].items():
             sd[n] = v.to(sd[n].dtype)
     step = int(ts["step"])
-    out = Path(out) if out else Path(cfg.out_dir) / "export" / f"{which}_{ck.name}.safetensors"
+    # default: beside the checkpoints of this run (never a folder named inside the checkpoint's own files)
+    out = Path(out) if out else ck.resolve().parent.parent / "export" / f"{which}_{ck.name}.safetensors"
     meta = {"method": cfg.method, "step": step, "weights": which, "lora_rank": cfg.lora.rank,
             "denoising_steps": list(cfg.rollout.denoising_steps), "shift": cfg.rollout.shift}
     return export_generator(out, sd, model, wan, cfg.rollout.causal(), dtype=dtype or cfg.export_dtype, meta=meta)
