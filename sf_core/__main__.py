@@ -9,6 +9,7 @@ import sys
 
 COMMANDS = {
     "generate": ("sf_core.cli.generate", "generate a video (mp4) from prompts, or continue a saved session"),
+    "live": ("sf_core.cli.live", "a never-ending video steered from stdin (prompt / pause / reset / stop), to mp4"),
     "encode": ("sf_core.cli.encode", "turn prompts into an embeddings file with the umT5 text encoder"),
 }
 

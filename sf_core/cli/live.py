@@ -1,0 +1,212 @@
+"""`python -m sf_core live`: a never-ending video steered from standard input, written to mp4 as it goes.
+
+    python -m sf_core live --model toy --prompt "a red square moving right" -o live.mp4
+    > prompt a blue circle moving up          (switch at the next chunk, KV re-cache)
+    > blend 3 a green triangle moving left    (blend over 3 chunks)
+    > pause / resume / reset / stop
+
+Control lines come from stdin (or --controls FILE); `@N COMMAND` holds a command until chunk N (scripts:
+`printf '@10 prompt a blue circle moving up\\n@20 stop\\n' | python -m sf_core live ...`). Each chunk prints one
+JSON line on stdout (chunk, seconds, prompt, actions applied before it with their latency, generation fps);
+the last line is a summary. Ctrl-C, `stop`, --max-chunks, --max-wall-seconds or a length (--seconds/--frames)
+end the run cleanly: the mp4 is complete and playable, and --save-session holds exactly the frames in it.
+Nothing is kept in memory but the session's window: it runs for hours at flat memory and per-chunk time.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from typing import TextIO
+
+from ..config import ConfigError
+from ..fileio import atomic_path, check_writable
+from ..live import LiveChunk, LiveControlError, LiveRun, parse_line
+from ..pipeline import Bundle
+from ..prompts import PromptError
+from ..sampler import NonFiniteError
+from ..session import SessionError, new_session
+from . import inputs
+from .generate import build_parser as generate_parser
+
+log = logging.getLogger("sf_core.live")
+
+
+class Interrupted(Exception):
+    """Ctrl-C, raised at the next denoising step (the chunk is rolled back, mp4 and session stay in step)."""
+
+
+def build_parser():
+    p = generate_parser()
+    p.prog = "python -m sf_core live"
+    p.description = __doc__.split("\n\n")[0]
+    p.set_defaults(output="live.mp4")
+    lv = p.add_argument_group("live")
+    lv.add_argument("--controls", default="-", help="where control lines come from: '-' = stdin, a file path, "
+                    "or 'none'")
+    lv.add_argument("--max-chunks", type=int, help="stop after this many chunks (default: until 'stop' / Ctrl-C)")
+    lv.add_argument("--max-wall-seconds", type=float, help="stop after this much wall time")
+    return p
+
+
+def main(argv: list[str] | None = None, bundle: Bundle | None = None, stdin: TextIO | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO if not args.quiet else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        return run(args, bundle, stdin)
+    except (ConfigError, PromptError, SessionError, NonFiniteError, LiveControlError, OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _encoder(args, bundle: Bundle):
+    """text -> [1, L, D] without memoising (a live run may see any number of prompts)."""
+    if args.embeddings or bundle.text_encoder is None:
+        return inputs.conditioner(args, bundle)
+    return lambda text: bundle.text_encoder.encode([text]).float().cpu()
+
+
+def run(args, bundle: Bundle | None = None, stdin: TextIO | None = None) -> int:
+    from ..session_io import load_session, save_session  # noqa: PLC0415
+    from ..video import VideoWriter  # noqa: PLC0415
+
+    inputs.check_ranges(args)
+    if args.max_chunks is not None and args.max_chunks < 1:
+        raise ConfigError(f"--max-chunks must be >= 1, got {args.max_chunks}")
+    if args.max_wall_seconds is not None and not (0 < args.max_wall_seconds < float("inf")):
+        raise ConfigError(f"--max-wall-seconds must be a finite number > 0, got {args.max_wall_seconds}")
+    if not args.output and not args.save_session:
+        raise ConfigError("nothing would be kept: give -o FILE.mp4 and/or --save-session FILE")
+    for path, what in ((args.output, "video"), (args.save_session, "session")):
+        if path:
+            check_writable(path, what=what)
+    if args.resume and args.output and str(args.output) == str(args.resume):
+        raise ConfigError("-o must not be the session file given to --resume")
+    if args.threads:
+        import torch  # noqa: PLC0415
+
+        torch.set_num_threads(args.threads)
+    device = inputs.pick_device(args.device)
+    dtype = inputs.pick_dtype(args.dtype, device)
+    bundle = bundle or inputs.load_bundle(args, device, dtype)
+    model, fps = bundle.transformer, args.fps or bundle.fps
+    encode = _encoder(args, bundle)
+    specs = inputs.prompt_specs(args)
+    if len(specs) > 1 or (specs and specs[0].start not in (None, 0)):
+        raise ConfigError("a live run starts from one --prompt; change it while it runs (prompt TEXT on stdin)")
+    text = specs[0].text if specs else None
+    if args.resume:
+        session = load_session(args.resume, model, device=device)
+        if text is not None:
+            from ..pipeline import set_prompt  # noqa: PLC0415
+
+            set_prompt(session, encode(text), text)
+    else:
+        if text is None:
+            raise PromptError("give the opening prompt: --prompt 'a red square moving right'")
+        st = inputs.settings_from_args(args, bundle.settings)
+        session = new_session(model, encode(text), latent_hw=inputs.latent_size(args, bundle), seed=args.seed,
+                              settings=st, dtype=dtype, device=device)
+    st = session.settings
+    max_chunks = args.max_chunks
+    if any(getattr(args, k, None) is not None for k in ("seconds", "frames", "latent_frames")):
+        n_latent = inputs.latent_length(args, st.causal, fps=fps, temporal_scale=bundle.temporal_scale,
+                                        fresh=session.next_frame == 0)
+        n = inputs.chunk_count(n_latent, st.causal, session.next_frame == 0)
+        max_chunks = n if max_chunks is None else min(max_chunks, n)
+    if args.output and bundle.decoder is None:
+        raise ConfigError("writing an mp4 needs a decoder: pass --vae, or -o '' with --save-session")
+    opening = text or (session.prompts.entries[-1].text or "")
+    live = LiveRun(model, session, encode=encode, prompt=opening, decoder=bundle.decoder if args.output else None,
+                   backend=args.attention, max_chunks=max_chunks, max_seconds=args.max_wall_seconds)
+
+    held: list[tuple[int, str]] = []  # (chunk, line) of '@N' commands
+    held_lock = threading.Lock()
+
+    def submit_line(line: str) -> None:
+        line = line.strip()
+        if line.startswith("@"):
+            at, _, rest = line[1:].partition(" ")
+            if not at.isdigit():
+                print(f"error: '@N COMMAND' needs a chunk number, got {line!r}", file=sys.stderr)
+                return
+            with held_lock:
+                held.append((int(at), rest))
+            return
+        try:
+            c = parse_line(line)
+            if c is not None:
+                live.submit(c)
+        except LiveControlError as exc:
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+
+    src = stdin if stdin is not None else sys.stdin
+    if args.controls not in ("-", "none"):
+        src = open(args.controls, encoding="utf-8")  # noqa: SIM115 - read by the thread below
+    if args.controls != "none":
+        threading.Thread(target=lambda: [submit_line(ln) for ln in src], name="sf-live-controls",
+                         daemon=True).start()
+
+    interrupted = threading.Event()
+
+    def check() -> None:
+        if interrupted.is_set():
+            raise Interrupted()
+
+    old = signal.signal(signal.SIGINT, lambda *_: interrupted.set()) \
+        if threading.current_thread() is threading.main_thread() else None
+    stats = {"frames": 0}
+    status = 0
+    ctx = atomic_path(args.output) if args.output else None
+    tmp = ctx.__enter__() if ctx is not None else None
+    writer = VideoWriter(tmp, fps, crf=args.crf) if tmp is not None else None
+
+    def on_chunk(c: LiveChunk) -> None:
+        r = c.result
+        if writer is not None and r.frames is not None:
+            writer.write(r.frames[0])
+            stats["frames"] += r.frames.shape[2]
+        line = {"chunk": r.index, "latent_start": r.start_frame, "seconds": round(r.seconds, 4), "prompt": c.prompt,
+                "gen_fps": c.gen_fps, "video_frames": stats["frames"]}
+        if c.blend < 1:
+            line["blend"] = round(c.blend, 3)
+        if c.actions:
+            line["actions"] = c.actions
+        print(json.dumps(line), flush=True)
+        with held_lock:
+            due = [ln for at, ln in held if at <= r.index + 1]
+            held[:] = [(at, ln) for at, ln in held if at > r.index + 1]
+        for ln in due:
+            submit_line(ln)
+
+    t0 = time.perf_counter()
+    try:
+        try:
+            summary = live.run(on_chunk=on_chunk, check_interrupt=check)
+            end = summary.status
+        except Interrupted:
+            print(f"interrupted after {session.chunk_index} chunks", file=sys.stderr)
+            end, status = "interrupted", 130
+        if writer is not None:
+            writer.close()
+        if ctx is not None:
+            ctx.__exit__(None, None, None)
+    except BaseException as exc:
+        if ctx is not None:
+            ctx.__exit__(type(exc), exc, exc.__traceback__)
+        raise
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGINT, old)
+    if args.save_session:
+        save_session(session, args.save_session, include_cache=not args.compact_session)
+    elapsed = time.perf_counter() - t0
+    print(json.dumps({"status": end, "chunks": live.chunks, "latent_frames": session.next_frame,
+                      "video_frames": stats["frames"], "seconds": round(elapsed, 3),
+                      "output": args.output or None, "session": args.save_session, "prompt": live.prompt}),
+          flush=True)
+    return status
