@@ -147,7 +147,8 @@ class LoadSession(io.ComfyNode):
             description="Read a session file written by SF Save Session (or the CLI) to continue its video.",
             inputs=[
                 io.String.Input("session_file", default=f"{SESSION_DIR}/session_00001.safetensors",
-                                tooltip="Path relative to the output folder (or absolute)."),
+                                tooltip="Path relative to the output folder (where SF Save Session writes); an "
+                                        "absolute path must lie inside ComfyUI's output or input folder."),
                 io.Model.Input("model", optional=True,
                                tooltip="Needed only for files saved without their KV cache (it is recomputed); "
                                        "also checks the file belongs to this model."),
@@ -157,13 +158,26 @@ class LoadSession(io.ComfyNode):
 
     @classmethod
     def fingerprint_inputs(cls, session_file, model=None):
-        path = cls._path(session_file)
+        try:
+            path = cls._path(session_file)
+        except host.NodeInputError:
+            return float("nan")  # execute reports it
         return os.path.getmtime(path) if os.path.isfile(path) else float("nan")
 
     @staticmethod
     def _path(session_file: str) -> str:
-        return session_file if os.path.isabs(session_file) else \
-            os.path.join(host.output_directory(), session_file.strip())
+        """The file inside the output or input folder (like SF Save Session, which writes only into output):
+        a graph shared with a server must not read arbitrary files of that machine through this node."""
+        out, inp = os.path.realpath(host.output_directory()), os.path.realpath(host.input_directory())
+        name = session_file.strip()
+        path = os.path.realpath(name if os.path.isabs(name) else os.path.join(out, name))
+        for root in (out, inp):
+            if os.path.commonpath([root, path]) == root:
+                return path
+        raise host.NodeInputError(
+            f"session_file {session_file!r} is outside ComfyUI's output and input folders ({out}, {inp}); "
+            f"SF Load Session reads only there. Copy the file into {os.path.join(out, SESSION_DIR)} and give its "
+            f"path relative to the output folder, e.g. {SESSION_DIR}/{os.path.basename(name) or 'session.safetensors'}")
 
     @classmethod
     def execute(cls, session_file, model=None) -> io.NodeOutput:
