@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { EVENTS, parseChunk, parseEnd, parseStart, stripFrames, viewPath } from "../lib/events.js";
+import { EVENTS, parseChunk, parseEnd, parseLiveState, parseStart, stripFrames, viewPath } from "../lib/events.js";
 
 const chunk = {
   stream: "ab12", node: "6", source: "sampler", chunk: 1, total_chunks: 7, start_frame: 9, frames: 12,
@@ -9,7 +9,8 @@ const chunk = {
 };
 
 test("event names match the Python side", () => {
-  assert.deepEqual(EVENTS, ["selfforcing.stream_start", "selfforcing.chunk", "selfforcing.stream_end"]);
+  assert.deepEqual(EVENTS, ["selfforcing.stream_start", "selfforcing.chunk", "selfforcing.live_state",
+                            "selfforcing.stream_end"]);
 });
 
 test("a chunk event parses into the player's values", () => {
@@ -27,9 +28,39 @@ test("malformed events are rejected with the field named", () => {
   assert.throws(() => parseStart({}), /'stream'/);
 });
 
-test("stream end statuses are normalised", () => {
+test("stream end statuses are normalised; a live end carries the finished file", () => {
   assert.equal(parseEnd({ stream: "x", status: "interrupted", frames: 21 }).status, "interrupted");
   assert.equal(parseEnd({ stream: "x", status: "weird" }).status, "done");
+  const e = parseEnd({ stream: "x", status: "stopped", chunks: 40, file: { filename: "live_00001.mp4",
+                                                                            subfolder: "video" } });
+  assert.equal(e.status, "stopped");
+  assert.deepEqual(e.file, { filename: "live_00001.mp4", subfolder: "video", type: "output" });
+  assert.equal(parseEnd({ stream: "x", file: { filename: "" } }).file, null);
+});
+
+test("live fields: prompt in effect, applied actions, generation speed", () => {
+  const c = parseChunk({ ...chunk, live: true, total_chunks: null, prompt: "a blue circle", gen_fps: 14.5,
+                         chunk_s: 0.2, actions: [{ action: "prompt", text: "a blue circle", blend_chunks: 0, ok: true },
+                                                 { action: "pause", ok: false, error: "already paused" }, 7] });
+  assert.equal(c.live, true);
+  assert.equal(c.totalChunks, null);
+  assert.equal(c.prompt, "a blue circle");
+  assert.equal(c.genFps, 14.5);
+  assert.deepEqual(c.actions.map((a) => [a.action, a.ok, a.error]),
+                   [["prompt", true, null], ["pause", false, "already paused"]]);
+  const plain = parseChunk(chunk); // a batch run's chunk has none of them
+  assert.equal(plain.live, false);
+  assert.deepEqual(plain.actions, []);
+  const s = parseStart({ stream: "x", fps: 8, live: true, prompt: "a red square", total_chunks: null });
+  assert.equal(s.live, true);
+  assert.equal(s.controlsUrl, "/selfforcing/live/control");
+});
+
+test("live state events", () => {
+  const s = parseLiveState({ stream: "x", state: "paused", chunk: 3, prompt: "p" });
+  assert.equal(s.paused, true);
+  assert.equal(s.chunk, 3);
+  assert.throws(() => parseLiveState({ stream: "x", state: "sleeping" }), /unknown live state/);
 });
 
 test("the /view path is URL-encoded", () => {

@@ -44,3 +44,30 @@ test("a finished video loops", () => {
   assert.equal(p.tick(400, 4, true), 0);
   assert.equal(p.tick(1000, 4, true), 2);
 });
+
+test("frames dropped by a bounded buffer are jumped over, the rest is never skipped", () => {
+  const p = new Pacer(10, { prebuffer: 1 });
+  assert.equal(p.tick(0, 10, false, 0), 0);
+  assert.equal(p.tick(200, 10, false, 0), 2);
+  assert.equal(p.tick(300, 50, false, 20), 20); // frames 0..19 were dropped: continue at the oldest kept
+  assert.equal(p.skipped, 17);
+  assert.equal(p.tick(400, 50, false, 20), 21);
+});
+
+test("a finished stream whose start was dropped loops over the frames kept", () => {
+  const p = new Pacer(10, { prebuffer: 1 });
+  assert.equal(p.tick(0, 14, true, 10), 10); // starts at the oldest kept frame
+  assert.equal(p.tick(300, 14, true, 10), 13);
+  assert.equal(p.tick(400, 14, true, 10), 10);
+});
+
+test("seconds behind the newest frame, and a jump to it", () => {
+  const p = new Pacer(10, { prebuffer: 1 });
+  p.tick(0, 40);
+  assert.equal(p.tick(500, 40), 5);
+  assert.equal(p.behind(40), 3.4);
+  p.seek(38, 500);
+  assert.equal(p.tick(500, 40), 38);
+  assert.equal(p.tick(600, 40), 39);
+  assert.ok(Math.abs(p.behind(40)) < 1e-9);
+});
