@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
@@ -31,6 +30,7 @@ import torch.nn as nn
 from . import keymap
 from .checkpoint_files import CheckpointError, RawCheckpoint, read
 from .config import CausalConfig, ConfigError, WanConfig
+from .fileio import atomic_path
 from .model import WanTransformer, expected_shapes
 
 log = logging.getLogger(__name__)
@@ -341,8 +341,8 @@ def save_model(path: str | Path, model_or_state_dict: nn.Module | Mapping[str, t
                ) -> Path:
     """Write safetensors with Wan2.1 key names (no prefix: ComfyUI's UNETLoader loads it) and metadata:
     format / format_version, wan_config JSON, causal_config JSON, source, which, dtype, plus `extra_meta`
-    (values JSON-encoded unless strings). Written to a temporary file and renamed, so a crash never leaves a
-    truncated file under the final name."""
+    (values JSON-encoded unless strings). Written atomically with umask permissions (`fileio.atomic_path`), so
+    a crash never leaves a truncated file under the final name."""
     from safetensors.torch import save_file
 
     sd = model_or_state_dict.state_dict() if isinstance(model_or_state_dict, nn.Module) else model_or_state_dict
@@ -363,13 +363,8 @@ def save_model(path: str | Path, model_or_state_dict: nn.Module | Mapping[str, t
             raise CheckpointError(f"extra_meta key {k!r} is reserved; choose another name")
         meta[str(k)] = v if isinstance(v, str) else json.dumps(v, sort_keys=True)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:  # umask permissions (safetensors alone creates 0600 files)
         save_file(sd, str(tmp), metadata=meta)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from .checkpoints import WHICH, CheckpointError, load_checkpoint, parse_dtype, save_model
 from .config import CausalConfig, ConfigError
+from .fileio import OutputPathError, check_writable
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,6 +52,10 @@ def convert(input_path: str | Path, output_path: str | Path, which: str = "auto"
         raise CheckpointError(f"output {out} must end in .safetensors")
     if out.exists() and not force:
         raise CheckpointError(f"output {out} exists; pass --force to overwrite it")
+    try:
+        check_writable(out, what="output")  # before the (possibly minutes long) read of the input
+    except OutputPathError as exc:
+        raise CheckpointError(str(exc)) from None
     overrides = {k: v for k, v in (("num_heads", num_heads), ("text_len", text_len)) if v is not None}
     ck = load_checkpoint(input_path, which, overrides or None)
     causal = ck.causal

@@ -24,6 +24,7 @@ from safetensors.torch import save_file
 
 from .config import ConfigError
 from .denoiser import Denoiser
+from .fileio import atomic_path
 from .kv_cache import KVCache
 from .prompts import PromptEntry, PromptError, PromptSchedule
 from .session import SamplingSettings, Session, SessionError, recommit
@@ -63,10 +64,8 @@ def save_session(session: Session, path: str | Path, *, include_cache: bool = Tr
     }
     # independent CPU copies: safetensors refuses tensors that share storage
     out = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(out, str(tmp), metadata={"format": FORMAT, FORMAT: json.dumps(meta)})
-    tmp.replace(path)  # atomic: a crash never leaves a half-written session under the real name
+    with atomic_path(path) as tmp:  # a crash never leaves a half-written session; umask permissions
+        save_file(out, str(tmp), metadata={"format": FORMAT, FORMAT: json.dumps(meta)})
     return path
 
 

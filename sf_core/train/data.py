@@ -29,6 +29,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from ..config import ConfigError
+from ..fileio import atomic_path
 from .rng import keyed_generator
 
 log = logging.getLogger(__name__)
@@ -106,10 +107,12 @@ def write_shards(out_dir: str | Path, embeds: Iterable[torch.Tensor], prompts: S
             key = "trajectory" if kind == "ode" else "latents"
             tensors[key] = torch.stack([latents[i].detach().cpu().float() for i in range(a, b)]).contiguous()
         name = f"shard_{si:05d}.safetensors"
-        save_file(tensors, str(out / name), metadata={"prompts": json.dumps(list(prompts[a:b]))})
+        with atomic_path(out / name) as tmp:  # umask permissions (safetensors alone creates 0600 files)
+            save_file(tensors, str(tmp), metadata={"prompts": json.dumps(list(prompts[a:b]))})
         shards.append({"file": name, "count": b - a})
     neg = cast(trim_embedding(negative.detach().cpu().reshape(-1, negative.shape[-1])))
-    save_file({"embeds": neg.contiguous()}, str(out / "negative.safetensors"))
+    with atomic_path(out / "negative.safetensors") as tmp:
+        save_file({"embeds": neg.contiguous()}, str(tmp))
     index = {"format": FORMAT, "version": 1, "kind": kind, "num_samples": len(prompts),
              "text_dim": int(embeds[0].shape[-1]), "shards": shards, "negative_prompt": negative_prompt,
              "encoder": encoder, "dtype": str(neg.dtype).replace("torch.", ""), **(extra or {})}
