@@ -187,6 +187,11 @@ class CausalSampler(io.ComfyNode):
         session = new_session(loaded.module, prompts, latent_hw=(h, w), batch=b, seed=int(seed), settings=settings,
                               dtype=loaded.dtype, device=loaded.device)
         n_chunks = len(causal.chunk_bounds(frames))
+        for e in prompts.entries:
+            if e.start_chunk >= n_chunks:
+                log.warning("prompt_schedule: the prompt from chunk %d comes after the last chunk (%d) of this video: "
+                            "not used here, kept in the session output for SF Continue Session", e.start_chunk,
+                            n_chunks - 1)
         latent_out, kept, images = run_node(loaded, session, node_id, "sampler", n_chunks, vae, preview_decoder,
                                             fps, live_preview)
         return io.NodeOutput(latent_out, kept, images)

@@ -16,6 +16,7 @@ text embeddings, zero-padded to a common length (the model zero-pads them to `te
 """
 from __future__ import annotations
 
+import logging
 import math
 import re
 from dataclasses import dataclass, field, replace
@@ -147,6 +148,11 @@ def _pad(x: torch.Tensor, length: int) -> torch.Tensor:
 # Text schedules ("0:a cat", "4.5s:a dog") as used by the CLI and the nodes
 
 _START = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|chunk|c)?\s*:(.*)$", re.S)
+_PREFIX = re.compile(r"^\s*([^\s:]{1,24})\s*:(.*)$", re.S)  # one word before a colon: meant as a start?
+_NUMBERISH = re.compile(r"^[+-]|\d|^(nan|inf|infinity)(s|sec|c|chunk)?$", re.I)
+_FORMS = "CHUNK:TEXT (e.g. '5:a dog'), SECONDSs:TEXT ('2.5s:a dog') or TEXT (from the start)"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -161,19 +167,36 @@ class PromptSpec:
 def parse_prompt(spec: str) -> PromptSpec:
     """Parse "START:TEXT": START is a chunk index ("5", "5c") or a time ("2.5s"); no START = chunk 0.
 
-    Only a leading number followed by ':' is read as a start, so texts containing colons stay intact.
+    Only a leading number followed by ':' is read as a start, so texts containing colons stay intact. A first
+    word before a colon that looks like a mistyped start ("1m:", "-1:", "nans:", "5x:") is refused; any other
+    single word before a colon ("xs:", "Style:") is taken as text from chunk 0 with a warning, unless the
+    spec says so with an explicit start ("0:Style: ...").
     """
     m = _START.match(spec)
     if m is None:
+        w = _PREFIX.match(spec)
+        if w is not None and _NUMBERISH.search(w.group(1)):
+            raise PromptError(f"prompt {shorten(spec)!r} starts with {w.group(1) + ':'!r}, which is not a start: "
+                              f"write {_FORMS}; a chunk is a whole number >= 0, a time a number >= 0 with 's'")
+        if w is not None:
+            log.warning("prompt %r starts with %r, which is not a start (%s); it is used as text from the start "
+                        "of the video. Write '0:%s' to say so (and silence this warning)", shorten(spec),
+                        w.group(1) + ":", _FORMS, shorten(spec.strip(), 30))
         return PromptSpec(0.0, "chunk", spec.strip())
     start, unit, text = float(m.group(1)), m.group(2) or "chunk", m.group(3).strip()
     unit = "s" if unit in ("s", "sec") else "chunk"
     if unit == "chunk" and start != int(start):
-        raise PromptError(f"prompt start {m.group(1)!r} in {spec!r} is a fractional chunk; use an integer chunk "
-                          f"index or seconds with an 's' suffix (e.g. '{m.group(1)}s:...')")
+        raise PromptError(f"prompt start {m.group(1)!r} in {shorten(spec)!r} is a fractional chunk; use an "
+                          f"integer chunk index or seconds with an 's' suffix (e.g. '{m.group(1)}s:...')")
     if not text:
-        raise PromptError(f"empty prompt text in {spec!r}")
+        raise PromptError(f"empty prompt text in {shorten(spec)!r}")
     return PromptSpec(start, unit, text)
+
+
+def shorten(text: str, limit: int = 80) -> str:
+    """`text` cut to `limit` characters for messages and logs (prompts can be pages long)."""
+    text = str(text)
+    return text if len(text) <= limit else f"{text[:limit - 1]}… ({len(text)} characters)"
 
 
 def seconds_to_chunk(seconds: float, fps: float, chunk_frames: int, *, independent_first_frame: bool = False,
@@ -183,8 +206,8 @@ def seconds_to_chunk(seconds: float, fps: float, chunk_frames: int, *, independe
     A latent frame f >= 1 covers video frames (f-1)*s+1 .. f*s (s = temporal_scale, 4 for the Wan VAE;
     latent frame 0 is video frame 0), so video frame v is latent frame ceil(v / s).
     """
-    if seconds < 0 or fps <= 0:
-        raise PromptError(f"prompt start {seconds}s / fps {fps} must be >= 0 / > 0")
+    if not (math.isfinite(seconds) and seconds >= 0 and math.isfinite(fps) and fps > 0):
+        raise PromptError(f"prompt start {seconds}s / fps {fps} must be a finite number >= 0 / > 0")
     latent = math.ceil(round(seconds * fps, 6) / temporal_scale)
     first = 1 if independent_first_frame else 0
     if independent_first_frame and latent < 1:
@@ -196,7 +219,7 @@ def resolve_starts(specs: list[PromptSpec], *, fps: float, chunk_frames: int, in
                    temporal_scale: int = 4, offset_chunk: int = 0) -> list[tuple[int, str]]:
     """[(start chunk, text)] sorted by start; seconds converted; `offset_chunk` added (continuations).
 
-    Several prompts landing on the same chunk: the last one given wins.
+    Several prompts landing on the same chunk: the last one given wins (with a warning naming both).
     """
     out: dict[int, str] = {}
     for s in specs:
@@ -205,9 +228,12 @@ def resolve_starts(specs: list[PromptSpec], *, fps: float, chunk_frames: int, in
                                  temporal_scale=temporal_scale)
         else:
             c = int(s.start)
+        if c + offset_chunk in out:
+            log.warning("prompts %r and %r both start at chunk %d; the later one is used",
+                        shorten(out[c + offset_chunk], 60), shorten(s.text, 60), c + offset_chunk)
         out[c + offset_chunk] = s.text
     return sorted(out.items())
 
 
 __all__ = ["PromptEntry", "PromptSchedule", "PromptError", "SWITCH_POLICIES", "interpolate", "parse_prompt",
-           "PromptSpec", "seconds_to_chunk", "resolve_starts"]
+           "PromptSpec", "seconds_to_chunk", "resolve_starts", "shorten"]

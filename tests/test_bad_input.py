@@ -50,6 +50,21 @@ def test_schema_ranges_refuse_the_reported_values(sampler):
     assert (inputs["length"].opts["max"] - 1) // 4 + 1 <= 1024
 
 
+def test_a_scheduled_prompt_after_the_end_is_reported(sampler, caplog):
+    import torch
+
+    from nodes.prompts import PromptScheduleNode
+    from nodes_harness import FakePatcher, tiny_wan
+
+    cond = [[torch.randn(1, 8, 32, generator=torch.Generator().manual_seed(1)), {"pooled_output": None}]]
+    sched = PromptScheduleNode.run(conditioning=cond, start_chunk=9, switch_policy="recache", transition_chunks=0)[0]
+    with caplog.at_level("WARNING", logger="selfforcing.nodes"):
+        sampler.run(model=FakePatcher(tiny_wan(0)), positive=cond, prompt_schedule=sched, width=16, height=16,
+                    length=33, batch_size=1, seed=0, timesteps="1000,500", warp_timesteps=True, shift=5.0,
+                    chunk_frames=3, window_frames=21, sink_frames=3, fps=16.0, live_preview=False)
+    assert "the prompt from chunk 9 comes after the last chunk (2) of this video" in caplog.text
+
+
 def _bad_prompt(files: dict, **bad) -> dict:
     inputs = {"model": ["1", 0], "positive": ["2", 0], "width": 32, "height": 32, "length": 21, "batch_size": 1,
               "seed": 0, "timesteps": "1000,750,500,250", "warp_timesteps": True, "shift": 5.0, "chunk_frames": 3,

@@ -110,3 +110,37 @@ def test_nan_steps_in_the_schedule_parser():
     for bad in ("nan", "1000,inf", "-inf"):
         with pytest.raises(ValueError, match="must be an integer in 1..1000"):
             parse_steps(bad)
+
+
+# ------------------------------------------------------------------------------------------ item 6: schedules
+@pytest.mark.parametrize("spec", ["1m:a dog", "-1:a dog", "nans:a dog"])
+def test_schedule_typos_are_refused_before_the_model_is_loaded(tmp_path, capsys, spec):
+    code, io = run(["--model", str(tmp_path / "missing.safetensors"), "--prompt", spec, "-o", "",
+                    "--latents-out", str(tmp_path / "l.st"), "-q"], capsys)
+    assert code == 2 and "which is not a start" in io.err, io.err
+
+
+@pytest.mark.parametrize("item, msg", [({"start": -1, "prompt": "a"}, "'start' must be a whole chunk index >= 0"),
+                                       ({"start": "2", "prompt": "a"}, "'start' must be a whole chunk index"),
+                                       ({"start": 1.5, "prompt": "a"}, "'start' must be a whole chunk index"),
+                                       ({"seconds": float("nan"), "prompt": "a"}, "'seconds' must be a number"),
+                                       ({"seconds": 1, "start": 2, "prompt": "a"}, "not both")])
+def test_bad_entries_of_a_prompts_file(tmp_path, capsys, item, msg):
+    f = tmp_path / "p.json"
+    f.write_text(json.dumps([{"start": 0, "prompt": "x"}, item]))
+    code, io = run(["--model", str(tmp_path / "missing.safetensors"), "--prompts", str(f), "-o", "",
+                    "--latents-out", str(tmp_path / "l.st"), "-q"], capsys)
+    assert code == 2 and "item 1" in io.err and msg in io.err, io.err
+
+
+def test_a_prompt_after_the_end_is_reported(tmp_path, emb, capsys, caplog):
+    argv = ["--embeddings", str(emb), "--latent-frames", "6", "--prompt", "0:context", "--prompt", "9:a dog",
+            "-o", "", "--latents-out", str(tmp_path / "l.st"), "-q"]
+    with caplog.at_level("WARNING"):
+        code, io = run(argv, capsys, stub_bundle())
+    assert code == 0, io.err
+    assert "'a dog' starts at chunk 9, but this video ends after chunk 1: it is not used" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        code, io = run(argv + ["--save-session", str(tmp_path / "s.st")], capsys, stub_bundle())
+    assert code == 0 and "kept in the saved session" in caplog.text

@@ -64,6 +64,38 @@ def test_prompt_text_parsing_and_times():
     assert resolve_starts(specs[:1], fps=16, chunk_frames=3, offset_chunk=7) == [(7, "a")]
 
 
+@pytest.mark.parametrize("typo", ["1m:a blue circle", "-1:a cat", "nans:a cat", "inf:a cat", "3x:a cat", "+2:a cat",
+                                  "1e3s:a cat"])
+def test_a_mistyped_start_is_refused_not_taken_as_the_opening_prompt(typo):
+    with pytest.raises(PromptError, match=r"starts with '[^']+:', which is not a start: write CHUNK:TEXT"):
+        parse_prompt(typo)
+
+
+def test_a_word_before_a_colon_is_text_with_a_warning(caplog):
+    with caplog.at_level("WARNING", logger="sf_core.prompts"):
+        p = parse_prompt("xs:a blue circle")
+    assert (p.start, p.unit, p.text) == (0.0, "chunk", "xs:a blue circle")
+    assert "'xs:', which is not a start" in caplog.text and "Write '0:xs:a blue circle'" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="sf_core.prompts"):
+        assert parse_prompt("0:Style: film noir").text == "Style: film noir"  # explicit start: no warning
+        assert parse_prompt("a cat at 10:30").text == "a cat at 10:30"  # not one word before the colon
+    assert caplog.text == ""
+
+
+def test_prompts_landing_on_one_chunk_warn_and_long_texts_are_cut(caplog):
+    with caplog.at_level("WARNING", logger="sf_core.prompts"):
+        got = resolve_starts([parse_prompt("a cat"), parse_prompt("0:a dog")], fps=16, chunk_frames=3)
+    assert got == [(0, "a dog")] and "'a cat' and 'a dog' both start at chunk 0" in caplog.text
+    from sf_core.prompts import shorten
+
+    long = "red " * 2500
+    assert len(shorten(long)) < 120 and "(10000 characters)" in shorten(long)
+    with pytest.raises(PromptError) as e:
+        parse_prompt("1m:" + long)
+    assert len(str(e.value)) < 400
+
+
 def test_a_switch_changes_later_chunks_only():
     model, a, b = tiny_model(), conditioning(0), conditioning(1)
     base = generate(model, new_session(model, a, latent_hw=HW, seed=3), num_frames=15)

@@ -103,6 +103,7 @@ def run(args, bundle: Bundle | None = None) -> int:
     from ..video import VideoWriter  # noqa: PLC0415
 
     inputs.check_ranges(args)
+    specs = inputs.prompt_specs(args)  # a typo in the schedule is refused before anything is loaded
     if args.threads:
         torch.set_num_threads(args.threads)
     device = inputs.pick_device(args.device)
@@ -116,7 +117,6 @@ def run(args, bundle: Bundle | None = None) -> int:
     model = bundle.transformer
     fps = args.fps or bundle.fps
     cond = inputs.conditioner(args, bundle)
-    specs = inputs.prompt_specs(args)
     if args.resume:
         session = load_session(args.resume, model, device=device)
         st = session.settings
@@ -137,6 +137,7 @@ def run(args, bundle: Bundle | None = None) -> int:
     limit = inputs.MAX_LATENT_FRAMES if getattr(session.cache, "unbounded", False) else ROPE_MAX_POSITIONS
     inputs.check_room(session.next_frame, n_latent, limit, st.causal, fps=fps, temporal_scale=bundle.temporal_scale)
     n_chunks = inputs.chunk_count(n_latent, st.causal, fresh)
+    inputs.warn_unused(session.prompts, session.chunk_index + n_chunks, saved=bool(args.save_session))
     decoder = bundle.decoder
     if args.output and decoder is None:
         raise ConfigError("writing an mp4 needs a decoder: pass --vae (Wan VAE or TAEHV weights), or -o '' with "

@@ -12,7 +12,8 @@ import torch
 
 from ..config import CausalConfig, ConfigError
 from ..pipeline import Bundle, as_bundle
-from ..prompts import PromptEntry, PromptError, PromptSchedule, PromptSpec, parse_prompt, resolve_starts
+from ..prompts import (PromptEntry, PromptError, PromptSchedule, PromptSpec, parse_prompt, resolve_starts,
+                       shorten)
 from ..schedule import parse_steps
 from ..session import SamplingSettings, default_causal
 
@@ -163,12 +164,22 @@ def prompt_specs(args) -> list[PromptSpec]:
         for i, it in enumerate(items):
             if not isinstance(it, dict) or "prompt" not in it:
                 raise PromptError(f"{args.prompts} item {i}: expected an object with 'prompt' and 'start' (chunk) "
-                                  f"or 'seconds', got {it!r}")
-            if "seconds" in it:
-                specs.append(PromptSpec(float(it["seconds"]), "s", str(it["prompt"])))
-            else:
-                specs.append(PromptSpec(float(int(it.get("start", 0))), "chunk", str(it["prompt"])))
+                                  f"or 'seconds', got {str(it)[:200]}")
+            specs.append(_json_spec(it, f"{args.prompts} item {i}"))
     return specs
+
+
+def _json_spec(item: dict, where: str) -> PromptSpec:
+    """A schedule entry of a --prompts file: {"start": CHUNK} (whole number >= 0) or {"seconds": S} (>= 0)."""
+    if "seconds" in item and "start" in item:
+        raise PromptError(f"{where}: give 'start' (chunk) or 'seconds', not both")
+    key = "seconds" if "seconds" in item else "start"
+    v = item.get(key, 0)
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+    if not ok or (key == "start" and v != int(v)):
+        kind = "a whole chunk index >= 0" if key == "start" else "a number of seconds >= 0"
+        raise PromptError(f"{where}: '{key}' must be {kind}, got {v!r}")
+    return PromptSpec(float(v), "s" if key == "seconds" else "chunk", str(item["prompt"]))
 
 
 def conditioner(args, bundle: Bundle) -> Callable[[str | None], torch.Tensor]:
@@ -222,6 +233,17 @@ def new_schedule(entries: list[PromptEntry], policy: str, transition: int) -> Pr
         raise PromptError(f"the first prompt starts at chunk {entries[0].start_chunk}: add one for the start of "
                           f"the video (e.g. --prompt '0:...')")
     return PromptSchedule(tuple(entries), policy=policy, transition_chunks=transition)
+
+
+def warn_unused(schedule: PromptSchedule, end_chunk: int, *, saved: bool) -> list[PromptEntry]:
+    """Log each scheduled prompt that starts at or after `end_chunk` (the video ends before it); returns them."""
+    late = [e for e in schedule.entries if e.start_chunk >= end_chunk]
+    for e in late:
+        fate = ("it is kept in the saved session for a continuation" if saved
+                else "it is not used (make the video longer or start the prompt earlier)")
+        log.warning("prompt %r starts at chunk %d, but this video ends after chunk %d: %s",
+                    shorten(e.text or "", 60), e.start_chunk, end_chunk - 1, fate)
+    return late
 
 
 # --------------------------------------------------------------------------------------------- length
