@@ -17,6 +17,7 @@ if _PACK_ROOT not in sys.path:
 from comfy_api.latest import ComfyExtension, io  # noqa: E402
 
 from .decode import StreamingDecode  # noqa: E402
+from .live import LiveStreamNode  # noqa: E402
 from .loaders import DownloadCheckpoint, LoadCheckpoint, LoadConditioning, LoadPreviewDecoder  # noqa: E402
 from .prompts import PromptScheduleNode  # noqa: E402
 from .sampler import CausalSampler  # noqa: E402
@@ -31,6 +32,7 @@ NODES: list[type[io.ComfyNode]] = [
     LoadConditioning,
     LoadPreviewDecoder,
     CausalSampler,
+    LiveStreamNode,
     PromptScheduleNode,
     StreamingDecode,
     ContinueSession,
@@ -47,6 +49,9 @@ NODES: list[type[io.ComfyNode]] = [
 
 class SelfForcingExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        from .live_routes import register
+
+        register()  # the live stream's control routes (ComfyUI adds routes after loading the packs)
         return list(NODES)
 
 

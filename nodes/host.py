@@ -184,6 +184,29 @@ def send_text(text: str, node_id: str | None) -> None:
         inst.send_progress_text(text, node_id)
 
 
+# ---------------------------------------------------------------------------------------------- text, video
+def encode_text(clip, text: str) -> torch.Tensor:
+    """Prompt text -> conditioning tensor [1, L, D] through a CLIP object (stock CLIPLoader, or the toy's)."""
+    tokens = clip.tokenize(text)
+    cond = clip.encode_from_tokens_scheduled(tokens)
+    return cond[0][0]
+
+
+def video_output(path: str):
+    """A VIDEO value for a finished mp4 file (what stock video nodes pass on)."""
+    from comfy_api.latest import InputImpl
+
+    return InputImpl.VideoFromFile(path)
+
+
+def saved_video_ui(filename: str, subfolder: str):
+    """The node's UI entry for a file in the output folder: shown in the queue / history like SaveVideo's."""
+    from comfy_api.latest import ui
+    from comfy_api.latest._ui import FolderType, SavedResult
+
+    return ui.PreviewVideo([SavedResult(filename, subfolder, FolderType.output)])
+
+
 # ---------------------------------------------------------------------------------------------- folders
 def temp_directory() -> str:
     import folder_paths
@@ -201,6 +224,26 @@ def input_directory() -> str:
     import folder_paths
 
     return folder_paths.get_input_directory()
+
+
+def new_output_file(prefix: str, ext: str) -> tuple[str, str, str]:
+    """(full path, file name, subfolder) of a new file in the output folder, SaveVideo-style: `prefix` may hold
+    a subfolder ("selfforcing/live"); files are numbered <name>_00001_.<ext>. Refuses paths that leave it."""
+    root = os.path.abspath(output_directory())
+    norm = os.path.normpath(prefix.strip() or "selfforcing/live")
+    full_dir = os.path.abspath(os.path.join(root, os.path.dirname(norm)))
+    if os.path.isabs(norm) or os.path.commonpath((root, full_dir)) != root:
+        raise NodeInputError(f"filename_prefix {prefix!r} points outside the output folder; use a relative name "
+                             f"such as 'selfforcing/live'")
+    os.makedirs(full_dir, exist_ok=True)
+    base = os.path.basename(norm)
+    taken = {f for f in os.listdir(full_dir)}
+    n = 1
+    while f"{base}_{n:05d}_.{ext}" in taken:
+        n += 1
+    name = f"{base}_{n:05d}_.{ext}"
+    sub = os.path.relpath(full_dir, root)
+    return os.path.join(full_dir, name), name, "" if sub == "." else sub.replace(os.sep, "/")
 
 
 def model_files(folder: str) -> list[str]:

@@ -9,6 +9,10 @@ Events (sent to the client that queued the prompt):
 - `selfforcing.chunk` {stream, node, source, chunk, total_chunks, start_frame, frames, width, height, fps,
   image: {filename, subfolder, type}, elapsed_s}
 - `selfforcing.stream_end` {stream, node, source, chunks, frames, elapsed_s, status: "done"|"interrupted"|"error"}
+Live streams (SF Live Stream, `live: true`) add: `prompt` on stream_start and on every chunk (the prompt in effect),
+`actions` (controls applied before the chunk), `gen_fps`, `chunk_s`; `selfforcing.live_state` {stream, node,
+source, state, chunk, prompt, paused} when the state changes; `stream_end` gets `file` (the finished mp4) and
+status "stopped"/"limit". The contract (with the control route) is in docs/comfyui.md.
 """
 from __future__ import annotations
 
@@ -46,12 +50,13 @@ def strip_image(frames: torch.Tensor) -> Image.Image:
 class LiveStream:
     """Announces one node's decoded chunks to the UI (batch item 0 only)."""
 
-    def __init__(self, node_id: str | None, source: str, fps: float, total_chunks: int,
-                 enabled: bool = True, quality: int = 85):
+    def __init__(self, node_id: str | None, source: str, fps: float, total_chunks: int | None,
+                 enabled: bool = True, quality: int = 85, start_extra: dict | None = None):
         self.node_id = node_id
         self.source = source
         self.fps = float(fps)
-        self.total_chunks = int(total_chunks)
+        self.total_chunks = None if total_chunks is None else int(total_chunks)
+        self.start_extra = dict(start_extra or {})
         self.enabled = enabled
         self.quality = quality
         self.stream = uuid.uuid4().hex[:12]
@@ -63,7 +68,7 @@ class LiveStream:
     def _base(self) -> dict:
         return {"stream": self.stream, "node": self.node_id, "source": self.source}
 
-    def push(self, chunk_frames: torch.Tensor, chunk: int, start_frame: int) -> Image.Image:
+    def push(self, chunk_frames: torch.Tensor, chunk: int, start_frame: int, extra: dict | None = None) -> Image.Image:
         """chunk_frames: [T, H, W, 3] in [0, 1]. Writes the strip, sends the event; returns the last frame."""
         t, h, w, _ = chunk_frames.shape
         last = Image.fromarray(to_uint8(chunk_frames[-1]))
@@ -71,7 +76,7 @@ class LiveStream:
             return last
         if not self._started:
             host.send_event("stream_start", {**self._base(), "fps": self.fps, "total_chunks": self.total_chunks,
-                                             "width": int(w), "height": int(h)})
+                                             "width": int(w), "height": int(h), **self.start_extra})
             self._started = True
         folder = os.path.join(host.temp_directory(), SUBFOLDER)
         os.makedirs(folder, exist_ok=True)
@@ -81,12 +86,18 @@ class LiveStream:
                                   "start_frame": int(self.frames), "latent_start": int(start_frame),
                                   "frames": int(t), "width": int(w), "height": int(h), "fps": self.fps,
                                   "image": {"filename": name, "subfolder": SUBFOLDER, "type": "temp"},
-                                  "elapsed_s": round(time.perf_counter() - self.t0, 4)})
+                                  "elapsed_s": round(time.perf_counter() - self.t0, 4), **(extra or {})})
         self.chunks += 1
         self.frames += t
         return last
 
-    def end(self, status: str = "done") -> None:
-        if self.enabled and self._started:
+    def state(self, data: dict) -> None:
+        """A live stream's state changed (paused, resumed, stopping...): `selfforcing.live_state`."""
+        if self.enabled:
+            host.send_event("live_state", {**self._base(), **data})
+
+    def end(self, status: str = "done", extra: dict | None = None) -> None:
+        if self.enabled and (self._started or extra):
             host.send_event("stream_end", {**self._base(), "chunks": self.chunks, "frames": self.frames,
-                                           "elapsed_s": round(time.perf_counter() - self.t0, 4), "status": status})
+                                           "elapsed_s": round(time.perf_counter() - self.t0, 4), "status": status,
+                                           **(extra or {})})

@@ -22,6 +22,7 @@ class ToyBase(torch.nn.Module):
         self.diffusion_model = transformer
         self.manual_cast_dtype = None
         self.sf_latent_channels = int(transformer.patch_embedding.weight.shape[1])
+        self.sf_temporal_scale = 1  # one latent frame is one video frame (the toy codec), not Wan's 4
 
     def get_dtype(self) -> torch.dtype:
         return self.diffusion_model.patch_embedding.weight.dtype
@@ -35,6 +36,28 @@ class ToyBase(torch.nn.Module):
 
 def _identity(z: torch.Tensor) -> torch.Tensor:
     return z
+
+
+class ToyClip:
+    """The toy text encoder behind ComfyUI's CLIP interface (tokenize / encode_from_tokens_scheduled), so
+    the stock CLIPTextEncode and SF Live Stream (which encodes prompts typed while it runs) accept it."""
+
+    def __init__(self):
+        from sf_core.toy.spec import toy_wan_config
+        from sf_core.toy.text import ToyTextEncoder
+
+        cfg = toy_wan_config()
+        self.encoder = ToyTextEncoder(text_dim=cfg.text_dim, text_len=cfg.text_len)
+
+    def tokenize(self, text: str, **_kw) -> dict:
+        return {"toy": [str(text)]}
+
+    def encode_from_tokens_scheduled(self, tokens: dict, **_kw) -> list:
+        return [[self.encoder.encode(list(tokens["toy"])), {"pooled_output": None}]]
+
+    def encode_from_tokens(self, tokens: dict, return_pooled: bool = False, **_kw):
+        cond = self.encoder.encode(list(tokens["toy"]))
+        return (cond, None) if return_pooled else cond
 
 
 class LoadToyModel(io.ComfyNode):
@@ -51,7 +74,9 @@ class LoadToyModel(io.ComfyNode):
                                  tooltip="Enlarge the decoded frames (nearest neighbour) for viewing.")],
             outputs=[io.Model.Output(display_name="model"),
                      types.Decoder.Output(display_name="decoder", tooltip="The toy latent decoder (for SF "
-                                          "Streaming VAE Decode / the sampler's preview_decoder).")],
+                                          "Streaming VAE Decode / the sampler's preview_decoder)."),
+                     io.Clip.Output(display_name="clip", tooltip="The toy text encoder as a CLIP: for "
+                                    "CLIPTextEncode and SF Live Stream (prompts typed while it runs).")],
         )
 
     @classmethod
@@ -65,7 +90,7 @@ class LoadToyModel(io.ComfyNode):
             raise host.NodeInputError(str(e)) from None
         patcher = host.module_as_model(ToyBase(model))
         return io.NodeOutput(patcher, HostDecoder(ToyDecoder(upscale=int(upscale)), name="toy",
-                                                  latent_in=_identity))
+                                                  latent_in=_identity), ToyClip())
 
 
 class ToyTextEncode(io.ComfyNode):

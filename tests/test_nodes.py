@@ -374,7 +374,7 @@ def test_toy_model_runs_through_the_same_nodes(host, toy_file):
     from sf_core.toy import load_toy_bundle
     from sf_core.toy.spec import toy_causal
 
-    model, decoder = LoadToyModel.run(upscale=2).args
+    model, decoder, _clip = LoadToyModel.run(upscale=2).args
     cond = ToyTextEncode.run(text="a blue circle moving up slow")[0]
     latent = EmptyToyLatent.run(frames=12, batch_size=1)[0]
     out = CausalSampler.run(model=model, positive=cond, latent=latent,

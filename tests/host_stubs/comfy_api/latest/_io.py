@@ -60,6 +60,13 @@ Latent = _type("LATENT")
 Vae = _type("VAE")
 Image = _type("IMAGE")
 Clip = _type("CLIP")
+Video = _type("VIDEO")
+
+
+class FolderType(str, Enum):
+    input = "input"
+    output = "output"
+    temp = "temp"
 
 
 def Custom(name):
