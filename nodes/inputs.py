@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from sf_core.config import CausalConfig, ConfigError, valid_length_message
+from sf_core.config import CausalConfig, ConfigError
 from sf_core.schedule import parse_steps
 
 from .host import NodeInputError
@@ -105,9 +105,20 @@ def latent_shape(latent, width: int, height: int, length: int, batch_size: int,
     return b, c, t, h, w
 
 
-def check_length(frames: int, causal: CausalConfig) -> None:
-    """The latent length must split into whole chunks; the error names the nearest valid lengths."""
-    try:
-        causal.chunk_bounds(frames)
-    except ConfigError:
-        raise NodeInputError(f"length: {valid_length_message(frames, causal)}") from None
+def check_length(frames: int, causal: CausalConfig, temporal_scale: int = 4) -> None:
+    """The latent length must split into whole chunks; the error names the nearest valid lengths in the model's
+    frame arithmetic (`temporal_scale` video frames per latent frame after the first: 4 for Wan, 1 for the toy)."""
+    first = 1 if causal.independent_first_frame else 0
+    n = causal.chunk_frames
+    if frames >= first + n and (frames - first) % n == 0:
+        return
+    lo = max(first + n, first + (frames - first) // n * n)
+    video = lambda f: 1 + temporal_scale * (f - 1)  # noqa: E731 - the first latent frame is one video frame
+    near = f"{lo} latent frames ({video(lo)} video frames)"
+    if lo <= frames:
+        near = f"nearest valid lengths: {near} or {lo + n} ({video(lo + n)} video frames)"
+    else:
+        near = f"the shortest valid length is {near}"
+    after = " after an independent first frame" if first else ""
+    raise NodeInputError(f"length: {frames} latent frames ({video(frames)} video frames) cannot be split into chunks "
+                         f"of {n}{after}; {near}")

@@ -176,7 +176,7 @@ class CausalSampler(io.ComfyNode):
         dm = host.wan_module_of(model)
         b, _, frames, h, w = latent_shape(latent, width, height, length, batch_size,
                                           int(dm.patch_embedding.weight.shape[1]))
-        check_length(frames, causal)
+        check_length(frames, causal, int(getattr(getattr(model, "model", None), "sf_temporal_scale", 4)))
         positive_ctx = batch_context(conditioning_tensor(positive, text_dim_of(dm)), b).detach()
         prompts = schedule_for(positive_ctx, prompt_schedule)
         try:

@@ -144,3 +144,57 @@ def test_a_prompt_after_the_end_is_reported(tmp_path, emb, capsys, caplog):
     with caplog.at_level("WARNING"):
         code, io = run(argv + ["--save-session", str(tmp_path / "s.st")], capsys, stub_bundle())
     assert code == 0 and "kept in the saved session" in caplog.text
+
+
+# ------------------------------------------------------------------------------------------ item 7: toy messages
+def _toy():
+    toy = pytest.importorskip("sf_core.toy.bundle")
+    if not toy.DEFAULT_MODEL.is_file():
+        pytest.skip("the toy model file is not in this checkout")
+
+
+def test_toy_length_messages_count_one_video_frame_per_latent_frame(tmp_path, capsys):
+    _toy()
+    base = ["--model", "toy", "--prompt", "a red square moving left fast", "-o", "", "--latents-out",
+            str(tmp_path / "l.st"), "-q"]
+    code, io = run(base + ["--latent-frames", "10"], capsys)
+    assert code == 2 and "9 latent frames (9 video frames, 1.12 s) or 12 latent frames (12 video frames" in io.err
+    code, io = run(base + ["--frames", "2"], capsys)
+    assert code == 2 and "the shortest valid video is 3 frames" in io.err, io.err
+
+
+def test_toy_prompt_words_warned_per_word_and_long_prompts_cut(tmp_path, capsys, caplog):
+    _toy()
+    base = ["--model", "toy", "--seconds", "0.5", "-o", "", "--latents-out", str(tmp_path / "l.st"), "-q"]
+    with caplog.at_level("WARNING"):
+        code, io = run(base + ["--prompt", "a bluee circl moving up fast"], capsys)
+    assert code == 0, io.err
+    assert "unknown words 'bluee', 'circl' ignored" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        code, io = run(base + ["--prompt", "a red square moving left fast"], capsys)
+    assert code == 0 and caplog.text == ""  # an ordinary prompt: nothing to warn about
+    with caplog.at_level("DEBUG"):
+        code, io = run(base + ["-v", "--prompt", "a red square " + "zz " * 3400], capsys)
+    assert code == 0 and "… (10212 characters)" in caplog.text
+    assert max(len(r.getMessage()) for r in caplog.records) < 600
+    assert max(len(line) for line in (io.err + io.out).splitlines()) < 600
+
+
+def test_node_length_message_uses_the_models_frame_arithmetic(tmp_path):
+    from nodes_harness import install_stubs
+
+    install_stubs(str(tmp_path))
+    from nodes.host import NodeInputError
+    from nodes.inputs import check_length
+
+    c3 = CausalConfig(chunk_frames=3)
+    check_length(9, c3, 1)
+    with pytest.raises(NodeInputError, match=r"10 latent frames \(10 video frames\).*9 latent frames \(9 video "
+                                             r"frames\) or 12 \(12 video frames\)"):
+        check_length(10, c3, 1)
+    with pytest.raises(NodeInputError, match=r"7 latent frames \(25 video frames\).*6 latent frames \(21 video "
+                                             r"frames\) or 9 \(33 video frames\)"):
+        check_length(7, c3, 4)
+    with pytest.raises(NodeInputError, match=r"the shortest valid length is 3 latent frames \(3 video frames\)"):
+        check_length(2, c3, 1)

@@ -198,8 +198,9 @@ def conditioner(args, bundle: Bundle) -> Callable[[str | None], torch.Tensor]:
             if key is None:
                 key = "context" if "context" in table else (next(iter(table)) if len(table) == 1 else None)
             if key not in table:
-                raise PromptError(f"{args.embeddings} has no tensor {key!r}; it holds {sorted(table)[:10]}. With "
-                                  f"--embeddings, a prompt names a tensor of the file (--prompt '0:{next(iter(table))}')")
+                raise PromptError(f"{args.embeddings} has no tensor {shorten(str(key))!r}; it holds "
+                                  f"{[shorten(k, 40) for k in sorted(table)[:10]]}. With --embeddings, a prompt "
+                                  f"names a tensor of the file (--prompt '0:{shorten(next(iter(table)), 40)}')")
             t = table[key]
             return t.unsqueeze(0) if t.ndim == 2 else t
         return lookup

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..prompts import shorten
 from .world import COLOURS, DIRECTIONS, SHAPES, SPEEDS
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,9 @@ SYNONYMS: dict[str, str] = {
     "colour": "", "color": "",
 }
 _CATEGORIES = {"shape": SHAPES, "colour": tuple(COLOURS), "direction": tuple(DIRECTIONS), "speed": tuple(SPEEDS)}
+# words of ordinary prompts that carry nothing in this world: dropped without a warning
+FILLER = frozenset("a an the one is it its moving moves move going goes travelling traveling to towards toward "
+                   "and with of in on at from very shape object thing coloured colored".split())
 
 
 def tokenize(prompt: str) -> list[str]:
@@ -38,6 +42,15 @@ def tokenize(prompt: str) -> list[str]:
     for w in words:
         w = SYNONYMS.get(w, w)
         if w in VOCAB:
+            out.append(w)
+    return out
+
+
+def unknown_words(prompt: str) -> list[str]:
+    """Words of a prompt the toy world does not know (neither concept, synonym nor filler), each once, in order."""
+    out: list[str] = []
+    for w in re.findall(r"[a-z]+", str(prompt).lower()):
+        if w not in VOCAB and w not in SYNONYMS and w not in FILLER and w not in out:
             out.append(w)
     return out
 
@@ -75,12 +88,18 @@ class ToyTextEncoder:
         out = torch.zeros(len(prompts), self.text_len, self.text_dim)
         for i, p in enumerate(prompts):
             words = tokenize(p)
+            unknown = unknown_words(p)
             if str(p).strip() and not words:
-                log.warning("prompt %r names nothing the toy world knows (it knows shapes %s, colours %s, "
-                            "directions %s, speeds %s); generating unconditionally", p, list(SHAPES),
+                log.warning("toy prompt %r names nothing the toy world knows (it knows shapes %s, colours %s, "
+                            "directions %s, speeds %s); generating unconditionally", shorten(p), list(SHAPES),
                             list(COLOURS), list(DIRECTIONS), list(SPEEDS))
+            elif unknown:
+                log.warning("toy prompt %r: unknown word%s %s ignored (typo? the toy world knows shapes %s, colours "
+                            "%s, directions %s, speeds %s)", shorten(p), "s" if len(unknown) > 1 else "",
+                            ", ".join(repr(w) for w in unknown[:10]) + (" …" if len(unknown) > 10 else ""),
+                            list(SHAPES), list(COLOURS), list(DIRECTIONS), list(SPEEDS))
             if len(words) > self.text_len:
-                log.warning("prompt %r has %d concept words; only the first %d are used", p, len(words),
+                log.warning("toy prompt %r has %d concept words; only the first %d are used", shorten(p), len(words),
                             self.text_len)
                 words = words[:self.text_len]
             for j, w in enumerate(words):
