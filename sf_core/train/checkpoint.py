@@ -8,6 +8,8 @@ Layout under `<out_dir>/checkpoints/`:
       rng_rank00000.pt ...   each rank's global RNG state (loaded with weights_only=True)
       train_state.json       step, data position, whether the EMA exists, world size, the run config
     .tmp-step_0000060/       a checkpoint being written (ignored by resume, removed by the next save)
+    step_0000070.incomplete/ a step folder found without its .metadata or train_state.json when step 70 was saved
+                             again (kept for inspection, never resumed from; delete it when done)
 
 Only the last `keep_last` complete checkpoints are kept; older ones are removed after a new one is in place.
 A checkpoint that cannot be read is reported with its path and the alternatives; nothing is deleted then.
@@ -69,6 +71,15 @@ def list_checkpoints(out_dir: str | Path) -> list[Path]:
     if not root.is_dir():
         return []
     found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _NAME.match(p.name)) and is_complete(p)]
+    return [p for _, p in sorted(found)]
+
+
+def incomplete(out_dir: str | Path) -> list[Path]:
+    """Step folders that are not complete checkpoints (damaged or partly copied), oldest first."""
+    root = checkpoint_root(out_dir)
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _NAME.match(p.name)) and not is_complete(p)]
     return [p for _, p in sorted(found)]
 
 
@@ -162,6 +173,11 @@ def save(out_dir: str | Path, step: int, state: dict[str, Any], train_state: dic
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir()
+        if final.exists():  # an incomplete folder of this step is in the way of the rename: move it aside
+            aside = _free_name(root, f"{final.name}.incomplete")
+            os.replace(final, aside)
+            log.warning("%s was incomplete (no .metadata or %s); moved it to %s and saving step %d anew",
+                        final, STATE_FILE, aside, step)
     barrier(info)
     dcp.save(state, checkpoint_id=str(tmp))
     torch.save(rng_state(), tmp / f"rng_rank{info.rank:05d}.pt")
@@ -179,6 +195,14 @@ def save(out_dir: str | Path, step: int, state: dict[str, Any], train_state: dic
             shutil.rmtree(stale, ignore_errors=True)
     barrier(info)
     return final
+
+
+def _free_name(root: Path, name: str) -> Path:
+    path, i = root / name, 1
+    while path.exists():
+        i += 1
+        path = root / f"{name}{i}"
+    return path
 
 
 def load(path: str | Path, state: dict[str, Any], info: DistInfo) -> dict[str, Any]:

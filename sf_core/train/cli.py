@@ -1,10 +1,11 @@
-"""`python -m sf_core.train {run, encode-prompts, export, ode-pairs, init-config}`.
+"""`python -m sf_core.train {run, encode-prompts, export, ode-pairs, init-config, status}`.
 
     python -m sf_core.train init-config --preset tiny --out cfg.json
     python -m sf_core.train encode-prompts --prompts prompts.txt --out data/emb --encoder toy
     torchrun --nproc_per_node 8 --nnodes 2 --node_rank $R --master_addr $HOST --master_port 29500 \\
         -m sf_core.train run --config cfg.json --set optim.lr=2e-6
     python -m sf_core.train export --checkpoint runs/x/checkpoints/step_0000600 --out sf.safetensors
+    python -m sf_core.train status --run runs/x
 
 Errors in the inputs (missing files, bad config, too few prompts, unreadable checkpoints) print one line
 `error: ...` and exit with code 2 without touching anything already saved.
@@ -122,6 +123,18 @@ def cmd_ode_pairs(args) -> int:
     return 0
 
 
+def cmd_status(args) -> int:
+    from . import checkpoint as ckpt
+    from .progress import read_status
+
+    if not Path(args.run).is_dir():
+        raise ConfigError(f"--run {args.run}: no such run folder")
+    st = read_status(args.run)
+    st["latest_checkpoint"] = str(ckpt.latest(args.run) or "") or None
+    print(json.dumps(st, indent=1))
+    return 0
+
+
 def cmd_init_config(args) -> int:
     if args.preset == "tiny":
         cfg = TrainConfig.tiny()
@@ -180,6 +193,10 @@ def build_parser() -> argparse.ArgumentParser:
     config_args(p)
     p.add_argument("--out", required=True, help="output directory (then set data.latents to it)")
     p.set_defaults(fn=cmd_ode_pairs)
+
+    p = sub.add_parser("status", help="print a run's status.json (a trainer that died is shown as interrupted)")
+    p.add_argument("--run", required=True, help="run folder (out_dir)")
+    p.set_defaults(fn=cmd_status)
 
     p = sub.add_parser("init-config", help="write a starting config")
     p.add_argument("--preset", default="dmd", choices=PRESETS)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .progress import read_jsonl
+from .progress import ACTIVE, read_jsonl, read_status, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -57,21 +57,8 @@ class LaunchSpec:
 
 def running_pid(out_dir: str | Path) -> int | None:
     """The pid of a trainer that is still running in out_dir (from its status.json), else None."""
-    import json
-
-    p = Path(out_dir) / "status.json"
-    try:
-        st = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    pid = st.get("pid")
-    if st.get("state") not in ("starting", "running") or not isinstance(pid, int):
-        return None
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, PermissionError):
-        return None
-    return pid
+    st = read_status(out_dir)
+    return st["pid"] if st.get("state") in ACTIVE else None
 
 
 class TrainingProcess:
@@ -108,12 +95,20 @@ class TrainingProcess:
         return new
 
     def status(self) -> dict:
-        import json
+        return read_status(self.out_dir, repair=False)
 
-        try:
-            return json.loads((self.out_dir / "status.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return {}
+    def record_exit(self, code: int) -> dict:
+        """After the process exited: a status.json still saying starting/running (the trainer was killed, or
+        died before it could write) becomes `failed` with the exit code. Returns the status."""
+        st = read_status(self.out_dir, repair=False)
+        if st.get("state") in ACTIVE or (st.get("state") == "interrupted" and code != 0):
+            how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+            st.update(state="failed", error=self.error_line() or f"the trainer ended without a final state ({how})")
+            try:
+                write_json_atomic(self.out_dir / "status.json", st)
+            except OSError:
+                pass
+        return st
 
     def output(self) -> str:
         """Everything this launch wrote to train.log."""
@@ -171,6 +166,7 @@ def follow(proc: TrainingProcess, on_rows: Callable[[list[dict], dict], None],
                 check_interrupt()
             except BaseException:
                 code = proc.stop(grace_s)
+                proc.record_exit(code)
                 log.info("training stopped on request (exit code %s)", code)
                 raise
             code = proc.poll()
@@ -182,7 +178,7 @@ def follow(proc: TrainingProcess, on_rows: Callable[[list[dict], dict], None],
             time.sleep(poll_s)
     finally:
         proc.close()
-    status = proc.status()
+    status = proc.record_exit(code)
     if code != 0:
         error = proc.error_line()
         raise TrainingFailed(error if error is not None else

@@ -2,8 +2,11 @@
 
 - a log line per step (losses, grad norms, step time, ETA) on stderr;
 - `metrics.jsonl`: one JSON object per step ({"step", "time", "step_time", "eta_s", losses, norms, ...});
-- `status.json` (replaced atomically): {"state": starting|running|stopping|stopped|finished|failed, "step",
-  "max_steps", "metrics", "checkpoint", "export", "plot", "error", "pid"} -- what the node polls;
+- `status.json` (replaced atomically): {"state": starting|running|stopping|stopped|finished|failed|interrupted,
+  "step", "max_steps", "metrics", "checkpoint", "export", "plot", "error", "pid", "host"} -- what the node polls.
+  A trainer killed with SIGKILL cannot update it, so `read_status` (what the launcher, the node and
+  `python -m sf_core.train status` use) turns an active state whose pid is gone into `interrupted` and rewrites
+  the file; the launcher also writes `failed` when the process it started exits without a final state;
 - `loss.png`: the loss curves (refreshed at every checkpoint and at the end).
 """
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import time
 from collections import deque
 from pathlib import Path
@@ -43,6 +47,45 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     tmp.replace(path)
 
 
+ACTIVE = ("starting", "running", "stopping")
+
+
+def _alive(pid: object) -> bool:
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def read_status(out_dir: str | Path, *, repair: bool = True) -> dict[str, Any]:
+    """status.json of a run ({} if there is none), with a dead trainer's active state corrected to `interrupted`
+    (and, with `repair`, written back). Only pids of this host are checked (a multi-node run's file may have been
+    written elsewhere)."""
+    path = Path(out_dir) / "status.json"
+    try:
+        st = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(st, dict):
+        return {}
+    if st.get("state") in ACTIVE and st.get("host", socket.gethostname()) == socket.gethostname() \
+            and not _alive(st.get("pid")):
+        st.update(state="interrupted", error=f"the trainer (pid {st.get('pid')}) ended without writing its final "
+                                             f"state (killed or crashed at step {st.get('step')}); run the same "
+                                             f"command again to resume from the latest checkpoint")
+        if repair:
+            try:
+                write_json_atomic(path, st)
+            except OSError:
+                pass
+    return st
+
+
 def format_eta(seconds: float) -> str:
     seconds = int(max(0, seconds))
     h, rem = divmod(seconds, 3600)
@@ -60,7 +103,8 @@ class Progress:
         self.status_path = self.dir / "status.json"
         self.plot_path = self.dir / "loss.png"
         self.times: deque[float] = deque(maxlen=20)
-        self.status: dict[str, Any] = {"state": "starting", "step": 0, "max_steps": max_steps, "pid": os.getpid()}
+        self.status: dict[str, Any] = {"state": "starting", "step": 0, "max_steps": max_steps, "pid": os.getpid(),
+                                       "host": socket.gethostname()}
         self._last = time.monotonic()
 
     def start(self, step: int) -> None:

@@ -187,11 +187,13 @@ class Trainer:
 
     def resume(self) -> None:
         target = ckpt.resolve_resume(self.cfg.checkpoint.resume, self.out_dir)
-        if target is None and self.cfg.checkpoint.resume == "auto":
-            root = ckpt.checkpoint_root(self.out_dir)
-            partial = [p.name for p in root.glob("step_*") if not ckpt.is_complete(p)] if root.is_dir() else []
-            if partial:
-                log.warning("ignoring incomplete checkpoint directories %s", partial)
+        if self.cfg.checkpoint.resume == "auto":
+            partial = ckpt.incomplete(self.out_dir)
+            newer = [p.name for p in partial if target is None or p.name > target.name]
+            if newer:
+                log.warning("ignoring incomplete checkpoint folders %s (no .metadata or %s): %s", newer,
+                            ckpt.STATE_FILE, f"resuming from the older {target}" if target is not None else
+                            "starting from step 0")
         if target is not None:
             self.load(target)
 
