@@ -23,7 +23,6 @@ class ToyBase(torch.nn.Module):
         self.manual_cast_dtype = None
         self.sf_latent_channels = int(transformer.patch_embedding.weight.shape[1])
         self.sf_temporal_scale = 1  # one latent frame is one video frame (the toy codec), not Wan's 4
-        self.sf_temporal_scale = 1  # one latent frame is one video frame (the toy codec), not Wan's 4
 
     def get_dtype(self) -> torch.dtype:
         return self.diffusion_model.patch_embedding.weight.dtype
