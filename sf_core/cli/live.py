@@ -63,6 +63,15 @@ def main(argv: list[str] | None = None, bundle: Bundle | None = None, stdin: Tex
         return 2
 
 
+def _peak_rss_mb() -> float | None:
+    try:
+        import resource  # noqa: PLC0415 - POSIX only
+
+        return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # KiB on Linux
+    except (ImportError, OSError):
+        return None
+
+
 def _encoder(args, bundle: Bundle):
     """text -> [1, L, D] without memoising (a live run may see any number of prompts)."""
     if args.embeddings or bundle.text_encoder is None:
@@ -159,7 +168,7 @@ def run(args, bundle: Bundle | None = None, stdin: TextIO | None = None) -> int:
 
     old = signal.signal(signal.SIGINT, lambda *_: interrupted.set()) \
         if threading.current_thread() is threading.main_thread() else None
-    stats = {"frames": 0}
+    stats = {"frames": 0, "cpu": time.process_time()}
     status = 0
     ctx = atomic_path(args.output) if args.output else None
     tmp = ctx.__enter__() if ctx is not None else None
@@ -170,8 +179,11 @@ def run(args, bundle: Bundle | None = None, stdin: TextIO | None = None) -> int:
         if writer is not None and r.frames is not None:
             writer.write(r.frames[0])
             stats["frames"] += r.frames.shape[2]
-        line = {"chunk": r.index, "latent_start": r.start_frame, "seconds": round(r.seconds, 4), "prompt": c.prompt,
-                "gen_fps": c.gen_fps, "video_frames": stats["frames"]}
+        cpu = time.process_time()
+        line = {"chunk": r.index, "latent_start": r.start_frame, "seconds": round(r.seconds, 4),
+                "cpu_s": round(cpu - stats["cpu"], 4), "prompt": c.prompt, "gen_fps": c.gen_fps,
+                "video_frames": stats["frames"]}
+        stats["cpu"] = cpu
         if c.blend < 1:
             line["blend"] = round(c.blend, 3)
         if c.actions:
@@ -207,6 +219,7 @@ def run(args, bundle: Bundle | None = None, stdin: TextIO | None = None) -> int:
     elapsed = time.perf_counter() - t0
     print(json.dumps({"status": end, "chunks": live.chunks, "latent_frames": session.next_frame,
                       "video_frames": stats["frames"], "seconds": round(elapsed, 3),
-                      "output": args.output or None, "session": args.save_session, "prompt": live.prompt}),
+                      "output": args.output or None, "session": args.save_session, "prompt": live.prompt,
+                      "peak_rss_mb": _peak_rss_mb()}),
           flush=True)
     return status
