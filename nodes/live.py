@@ -10,6 +10,7 @@ Cancel (ComfyUI's interrupt) ends the run too: the mp4 is finished and playable 
 from __future__ import annotations
 
 import logging
+import uuid
 from collections import deque
 
 import torch
@@ -115,6 +116,11 @@ class LiveStreamNode(io.ComfyNode):
             hidden=[io.Hidden.unique_id],
             is_output_node=True,
         )
+
+    @classmethod
+    def fingerprint_inputs(cls, **_kw):
+        """A live run is never a cached result: queueing it again starts a new stream."""
+        return uuid.uuid4().hex
 
     @classmethod
     def execute(cls, model, clip, prompt, width, height, seed, timesteps, warp_timesteps, shift, chunk_frames,
