@@ -7,12 +7,13 @@
 //                          live streams add: live, prompt, actions: [{action, text?, blend_chunks?, ok, error?}],
 //                           gen_fps, chunk_s
 // selfforcing.live_state   {stream, node, source, state: running|paused|stopping|stopped, chunk, prompt, paused}
-// selfforcing.stream_end   {stream, node, source, chunks, frames, elapsed_s, status: done|stopped|interrupted|error}
+// selfforcing.stream_end   {stream, node, source, chunks, frames, elapsed_s,
+//                           status: done|stopped|limit|interrupted|error}
 //                          live streams add: file: {filename, subfolder, type: "output"} (the finished mp4)
 
 export const EVENT_PREFIX = "selfforcing.";
 export const EVENTS = ["stream_start", "chunk", "live_state", "stream_end"].map((e) => EVENT_PREFIX + e);
-export const END_STATUSES = ["done", "stopped", "interrupted", "error"];
+export const END_STATUSES = ["done", "stopped", "limit", "interrupted", "error"];
 export const LIVE_STATES = ["running", "paused", "stopping", "stopped"];
 
 function need(obj, key, kind) {

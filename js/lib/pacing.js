@@ -1,13 +1,15 @@
 // Playback clock of the player: shows frame k at start + k / fps, never skips a frame it still has, waits
 // (rebuffers) when generation is slower than playback, and starts only once `prebuffer` frames are there (or the
 // stream ended). Frame numbers are absolute: `minIndex` is the oldest frame the buffer still holds; when the
-// frame due was dropped (a bounded buffer under a fast live stream), playback jumps forward to it. Changing the
-// FPS keeps the current frame. Times are in milliseconds.
+// frame due was dropped (a bounded buffer under a fast live stream), playback jumps forward to it. A live view
+// may follow the newest frame: with `maxLag` set, falling more than maxLag frames behind (generation faster
+// than playback) jumps to half that lag. Changing the FPS keeps the current frame. Times are in milliseconds.
 
 export class Pacer {
-  constructor(fps = 16, { prebuffer = 4, loop = true } = {}) {
+  constructor(fps = 16, { prebuffer = 4, loop = true, maxLag = null } = {}) {
     this.prebuffer = prebuffer;
     this.loop = loop;
+    this.maxLag = maxLag;
     this.t0 = null;
     this.setFps(fps);
     this.restart();
@@ -56,6 +58,12 @@ export class Pacer {
     if (k < minIndex) { // the frames due were dropped: continue at the oldest kept one
       this.skipped += minIndex - k;
       k = minIndex;
+      this.t0 = now - k * period;
+    }
+    if (this.maxLag !== null && !ended && available - 1 - k > this.maxLag) { // follow the live edge
+      const target = available - 1 - Math.floor(this.maxLag / 2);
+      this.skipped += target - k;
+      k = target;
       this.t0 = now - k * period;
     }
     if (k >= available) {

@@ -71,3 +71,18 @@ test("seconds behind the newest frame, and a jump to it", () => {
   assert.equal(p.tick(600, 40), 39);
   assert.ok(Math.abs(p.behind(40)) < 1e-9);
 });
+
+test("a live view follows the newest frame when generation outruns playback", () => {
+  const p = new Pacer(10, { prebuffer: 1, maxLag: 8 });
+  assert.equal(p.tick(0, 3), 0);
+  assert.equal(p.tick(100, 9), 1); // 7 behind: within the lag, every frame shown
+  assert.equal(p.tick(200, 30), 25); // 28 behind: jump to 4 behind the newest
+  assert.equal(p.skipped, 23);
+  assert.equal(p.tick(300, 30), 26);
+  const ended = new Pacer(10, { prebuffer: 1, maxLag: 8 }); // a stream that has ended plays every frame
+  ended.tick(0, 30, true);
+  assert.equal(ended.tick(2000, 30, true), 20);
+  const batch = new Pacer(10, { prebuffer: 1 }); // a batch run never skips
+  batch.tick(0, 3);
+  assert.equal(batch.tick(200, 300), 2);
+});
