@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Create (or reuse) a virtual environment with torch and the standalone requirements.
-# Usage: source-free; prints the venv's python path as the last line.
+# Usage: source-free; prints the venv's python path as the last line. Afterwards `source .venv/bin/activate`
+# (or call .venv/bin/python directly): sf_core is installed editable, so its commands work from any folder.
 #   VENV=.venv (default)  TORCH_SPEC="torch==2.13.0" (default; set e.g. to a CUDA build's spec on a GPU box)
 #   TORCH_INDEX=URL       optional index for torch only (e.g. PyTorch's CPU wheel index: on Linux, PyPI's
 #                         torch wheels are the CUDA builds)
@@ -21,4 +22,6 @@ fi
 "$VENV/bin/python" -c "import importlib.metadata as m; print('torch==' + m.version('torch').split('+')[0])" \
   > "$VENV/torch-constraint.txt"
 pipq install -c "$VENV/torch-constraint.txt" -r requirements-dev.txt
+# sf_core itself, editable: `python -m sf_core ...` then works from any folder (--no-deps: never pulls torch)
+pipq install --no-deps -e .
 echo "$VENV/bin/python"
