@@ -70,3 +70,20 @@ def test_commands_work_from_any_folder(tmp_path):
                            text=True, timeout=120)
         assert r.returncode == 0 and "usage" in r.stdout.lower(), (mod, r.stderr[-2000:])
         assert "Failed to initialize NumPy" not in r.stderr
+
+
+def test_matplotlib_is_named_for_the_toy_evaluation():
+    standalone = (ROOT / "requirements-standalone.txt").read_text()
+    assert re.search(r"^matplotlib\b", standalone, re.M)
+    assert "matplotlib" not in (ROOT / "requirements.txt").read_text()  # the ComfyUI pack does not need it
+
+
+def test_toy_eval_without_matplotlib_fails_before_any_work(tmp_path, monkeypatch, capsys):
+    from sf_core.toy.cli import main
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if it were not installed
+    code = main(["eval", "--root", str(tmp_path / "runs"), "--videos", "1", "--out", str(tmp_path / "r.json"),
+                 "--plot", str(tmp_path / "p.png")])
+    err = capsys.readouterr().err
+    assert code == 2 and "needs matplotlib" in err and "requirements-standalone.txt" in err and "--plot ''" in err
+    assert not (tmp_path / "r.json").exists()  # nothing computed, nothing written

@@ -40,6 +40,8 @@ def cmd_eval(args) -> int:
     from . import evaluate as ev
     from .bundle import load_toy_transformer
 
+    if args.plot:
+        ev.check_plotting()  # before minutes of rollouts, not after
     results: dict[str, dict] = {"ground truth": ev.ground_truth(args.videos, seed=args.eval_seed)}
     for stage in ("teacher", "tf", "df", "ode", "tf_dmd", "df_dmd", "sf"):
         path = recipes.stage_weights(args.root, args.seed, stage)
@@ -126,6 +128,6 @@ def main(argv: list[str] | None = None) -> int:
                         stream=sys.stderr)
     try:
         return args.fn(args)
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, ModuleNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -152,15 +152,22 @@ def table(results: dict[str, dict], window: str = "x1") -> str:
     return "\n".join(lines)
 
 
+def check_plotting() -> None:
+    """Fail before any work if the plot cannot be drawn (matplotlib is in requirements-standalone.txt only)."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise ModuleNotFoundError("the per-frame plot needs matplotlib: pip install -r requirements-standalone.txt "
+                                  "(or pip install matplotlib), or pass --plot '' to skip the plot") from None
+
+
 def plot(results: dict[str, dict], path: str | Path, metrics=("pos_err", "shape_acc", "motion_err", "flicker")
          ) -> Path:
-    """Per-frame curves of each result (matplotlib, an optional dependency of the experiment only)."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        raise RuntimeError("plotting needs matplotlib: pip install matplotlib") from exc
+    """Per-frame curves of each result (matplotlib: requirements-standalone.txt; only this plot needs it)."""
+    check_plotting()
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
     names = {k: lbl for k, lbl, _ in ROWS}
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4))
     for ax, m in zip(axes, metrics):
