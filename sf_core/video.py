@@ -3,16 +3,25 @@
 Frames come from a chunk decoder as [3, T, H, W] (or [B, 3, T, H, W] with B = 1) floats in [-1, 1]; they are
 mapped to uint8 RGB and encoded as yuv420p H.264, the format every player reads. yuv420p needs even sizes:
 an odd height or width is padded by repeating the last row / column (logged once).
+
+The file is written to a hidden temporary file beside the final one and renamed onto it (with the user's umask
+permissions) only when `close()` has finished it, so a failed or interrupted write (a full disk, a crash) never
+leaves a broken file that looks like a video; `abort()` drops the temporary file.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import tempfile
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from .fileio import default_mode
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +53,9 @@ def to_uint8(frames: torch.Tensor) -> np.ndarray:
 class VideoWriter:
     """An mp4 written chunk by chunk: `with VideoWriter(path, fps) as w: w.write(frames)`.
 
-    crf: H.264 quality (0 = lossless, 18 = visually lossless, 23 = libx264's default).
+    crf: H.264 quality (0 = lossless, 18 = visually lossless, 23 = libx264's default). The file appears at `path`
+    when `close()` returns (the `with` block ends without an exception); until then it is a temporary file beside
+    it, removed by `abort()` (an exception in the `with` block).
     """
 
     def __init__(self, path: str | Path, fps: float, *, crf: int = 18, codec: str = "libx264"):
@@ -58,11 +69,20 @@ class VideoWriter:
         self._container: Any = None
         self._stream: Any = None
         self._size: tuple[int, int] | None = None
+        self._tmp: Path | None = None
 
     def _open(self, height: int, width: int) -> None:
         av = _av()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._container = av.open(str(self.path), mode="w")
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=self.path.suffix or ".mp4",
+                                   dir=self.path.parent)
+        os.close(fd)
+        self._tmp = Path(tmp)
+        try:
+            self._container = av.open(tmp, mode="w", format=None if self.path.suffix else "mp4")
+        except BaseException:
+            self.abort()
+            raise
         stream = self._container.add_stream(self.codec, rate=Fraction(self.fps).limit_denominator(1001))
         stream.width, stream.height = width + width % 2, height + height % 2
         stream.pix_fmt = "yuv420p"
@@ -93,18 +113,40 @@ class VideoWriter:
         self.frames_written += arr.shape[0]
 
     def close(self) -> None:
+        """Finish the file and move it into place (nothing happens if no frame was written)."""
         if self._container is None:
             return
-        for packet in self._stream.encode():
-            self._container.mux(packet)
-        self._container.close()
-        self._container = None
+        try:
+            for packet in self._stream.encode():
+                self._container.mux(packet)
+            self._container.close()
+            self._container = None
+            os.chmod(self._tmp, default_mode())
+            os.replace(self._tmp, self.path)
+            self._tmp = None
+        except BaseException:
+            self.abort()
+            raise
+
+    def abort(self) -> None:
+        """Drop the unfinished file (the final path is left as it was)."""
+        if self._container is not None:
+            with contextlib.suppress(Exception):
+                self._container.close()
+            self._container = None
+        if self._tmp is not None:
+            with contextlib.suppress(OSError):
+                self._tmp.unlink()
+            self._tmp = None
 
     def __enter__(self) -> "VideoWriter":
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, *exc) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
 
 
 def write_video(path: str | Path, frames: torch.Tensor, fps: float, **kw) -> Path:

@@ -198,3 +198,91 @@ def test_node_length_message_uses_the_models_frame_arithmetic(tmp_path):
         check_length(7, c3, 4)
     with pytest.raises(NodeInputError, match=r"the shortest valid length is 3 latent frames \(3 video frames\)"):
         check_length(2, c3, 1)
+
+
+# ------------------------------------------------------------------------------------------ item 8: output paths
+def _files_argv(emb, *extra):
+    return ["--embeddings", str(emb), "--width", "12", "--height", "8", "--prompt", "0:context", "-q", *extra]
+
+
+@pytest.mark.parametrize("flag", ["-o", "--latents-out", "--save-session"])
+def test_unwritable_outputs_are_refused_before_the_model_is_loaded(tmp_path, capsys, flag):
+    (tmp_path / "a_file").write_text("x")
+    others = {"-o": ["-o", ""], "--latents-out": [], "--save-session": []}[flag]
+    for bad, msg in ((tmp_path / "a_file" / "out.st", "cannot create the folder"),
+                     ("/proc/sf_no_such_dir/out.st", "cannot"),
+                     (tmp_path, "is a folder")):
+        argv = ["--model", str(tmp_path / "missing.safetensors"), "--vae", "v.pth", "-q", *others, flag, str(bad)]
+        if flag != "--latents-out":
+            argv += ["--latents-out", str(tmp_path / "ok.st")]
+        code, io = run(argv, capsys)
+        assert code == 2 and msg in io.err and "missing.safetensors" not in io.err, (bad, io.err)
+
+
+def test_not_enough_disk_space_is_refused_before_generating(tmp_path, emb, capsys, monkeypatch):
+    import shutil
+
+    real = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: real(p)._replace(free=1000))
+    chunks = []
+    b = stub_bundle()
+    b.decoder.decode_chunk = lambda z, state=None, _f=b.decoder.decode_chunk: chunks.append(1) or _f(z, state)
+    code, io = run(_files_argv(emb, "--latent-frames", "6", "-o", str(tmp_path / "v.mp4"), "--save-session",
+                               str(tmp_path / "s.st")), capsys, b)
+    assert code == 2 and "GiB free" in io.err and str(tmp_path / "s.st") in io.err, io.err
+    assert chunks == [] and not list(tmp_path.glob("*.mp4"))
+
+
+def test_a_failing_video_write_leaves_no_file_that_looks_like_a_video(tmp_path, emb, capsys, monkeypatch):
+    import errno
+
+    from sf_core import video
+
+    real, calls = video.VideoWriter.write, []
+
+    def write(self, frames):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(self, frames)
+
+    monkeypatch.setattr(video.VideoWriter, "write", write)
+    out = tmp_path / "v.mp4"
+    code, io = run(_files_argv(emb, "--latent-frames", "9", "-o", str(out)), capsys, stub_bundle())
+    assert code != 0 and "No space left on device" in io.err and "nothing was kept" in io.err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["emb.safetensors"]  # no mp4, no temporary file
+
+
+def test_a_failing_session_write_keeps_the_video_and_says_so(tmp_path, emb, capsys, monkeypatch):
+    import sf_core.session_io as sio
+    from sf_core.video import probe_video
+
+    def fail(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(sio, "save_session", fail)
+    out = tmp_path / "v.mp4"
+    code, io = run(_files_argv(emb, "--latent-frames", "6", "-o", str(out), "--save-session",
+                               str(tmp_path / "s.st")), capsys, stub_bundle())
+    assert code == 1 and "could not write the session" in io.err
+    assert probe_video(out)["frames"] == 21
+    assert json.loads(io.out.strip().splitlines()[-1])["session"] is None
+
+
+def test_video_writer_is_atomic(tmp_path):
+    import torch
+
+    from sf_core.fileio import default_mode
+    from sf_core.video import VideoWriter, probe_video
+
+    out = tmp_path / "a.mp4"
+    w = VideoWriter(out, 8)
+    w.write(torch.zeros(3, 2, 8, 8))
+    assert not out.exists() and len(list(tmp_path.iterdir())) == 1  # only the hidden temporary file
+    w.close()
+    assert probe_video(out)["frames"] == 2 and (out.stat().st_mode & 0o777) == default_mode()
+    with pytest.raises(RuntimeError):
+        with VideoWriter(out, 8) as w2:
+            w2.write(torch.ones(3, 3, 8, 8))
+            raise RuntimeError("boom")
+    assert probe_video(out)["frames"] == 2 and sorted(tmp_path.iterdir()) == [out]  # the old file, untouched

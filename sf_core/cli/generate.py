@@ -7,20 +7,26 @@
     python -m sf_core generate --model ... --resume fox.session.safetensors --prompt "0:it jumps" --seconds 5
 
 Frames are decoded and written chunk by chunk while the video is generated; the progress bar shows chunks
-and frames per second. Exit codes: 0 done, 2 bad input (the message says what to change), 130 interrupted
-(with --save-session the session is saved first, so the video can be continued).
+and frames per second. Inputs and output paths are checked before anything is loaded; every file appears
+complete or not at all (written beside it and renamed). Exit codes: 0 done, 1 an output could not be written
+(the message names it; the others are kept), 2 bad input (the message says what to change), 130 interrupted
+(the video and, with --save-session, the session are kept and agree, so the video can be continued).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import os
+import shutil
 import sys
 import time
+from pathlib import Path
 
 import torch
 
 from ..config import ROPE_MAX_POSITIONS, ConfigError
+from ..fileio import atomic_path, check_writable
 from ..pipeline import Bundle, ChunkResult, generate
 from ..prompts import SWITCH_POLICIES, PromptError, PromptSchedule
 from ..sampler import NonFiniteError
@@ -99,11 +105,12 @@ def main(argv: list[str] | None = None, bundle: Bundle | None = None) -> int:
 
 def run(args, bundle: Bundle | None = None) -> int:
     """Do the generation described by parsed `args`; `bundle` replaces loading one from the arguments."""
-    from ..session_io import load_session, save_session  # noqa: PLC0415
+    from ..session_io import load_session  # noqa: PLC0415
     from ..video import VideoWriter  # noqa: PLC0415
 
     inputs.check_ranges(args)
     specs = inputs.prompt_specs(args)  # a typo in the schedule is refused before anything is loaded
+    check_outputs(args, bundle)  # every output path, before anything is loaded or generated
     if args.threads:
         torch.set_num_threads(args.threads)
     device = inputs.pick_device(args.device)
@@ -115,39 +122,42 @@ def run(args, bundle: Bundle | None = None) -> int:
                            temporal_scale=(bundle or Bundle).temporal_scale)  # before a big model is loaded
     bundle = bundle or inputs.load_bundle(args, device, dtype)
     model = bundle.transformer
+    ts = bundle.temporal_scale
     fps = args.fps or bundle.fps
     cond = inputs.conditioner(args, bundle)
     if args.resume:
         session = load_session(args.resume, model, device=device)
         st = session.settings
         if specs:
-            entries = inputs.build_entries(specs, cond, fps=fps, causal=st.causal,
-                                           temporal_scale=bundle.temporal_scale, offset_chunk=session.chunk_index)
+            entries = inputs.build_entries(specs, cond, fps=fps, causal=st.causal, temporal_scale=ts,
+                                           offset_chunk=session.chunk_index)
             kept = tuple(e for e in session.prompts.entries if e.start_chunk < entries[0].start_chunk)
             session.prompts = PromptSchedule(kept + tuple(entries), policy=args.switch,
                                              transition_chunks=args.transition)
     else:
         st = inputs.settings_from_args(args, bundle.settings)
-        entries = inputs.build_entries(specs, cond, fps=fps, causal=st.causal, temporal_scale=bundle.temporal_scale)
+        entries = inputs.build_entries(specs, cond, fps=fps, causal=st.causal, temporal_scale=ts)
         schedule = inputs.new_schedule(entries, args.switch, args.transition)
         session = new_session(model, schedule, latent_hw=inputs.latent_size(args, bundle), seed=args.seed,
                               settings=st, dtype=dtype, device=device)
-    fresh = session.next_frame == 0
-    n_latent = inputs.latent_length(args, st.causal, fps=fps, temporal_scale=bundle.temporal_scale, fresh=fresh)
+    start = session.next_frame
+    fresh = start == 0
+    n_latent = inputs.latent_length(args, st.causal, fps=fps, temporal_scale=ts, fresh=fresh)
     limit = inputs.MAX_LATENT_FRAMES if getattr(session.cache, "unbounded", False) else ROPE_MAX_POSITIONS
-    inputs.check_room(session.next_frame, n_latent, limit, st.causal, fps=fps, temporal_scale=bundle.temporal_scale)
+    inputs.check_room(start, n_latent, limit, st.causal, fps=fps, temporal_scale=ts)
     n_chunks = inputs.chunk_count(n_latent, st.causal, fresh)
     inputs.warn_unused(session.prompts, session.chunk_index + n_chunks, saved=bool(args.save_session))
     decoder = bundle.decoder
     if args.output and decoder is None:
         raise ConfigError("writing an mp4 needs a decoder: pass --vae (Wan VAE or TAEHV weights), or -o '' with "
                           "--latents-out to keep only the latents")
+    check_space(args, session, n_latent)
     log.info("loaded %s in %.1f s; generating %d latent frames (%d chunks) at latent size %dx%d on %s (%s)",
              bundle.name, time.perf_counter() - t_load, n_latent, n_chunks, *session.latent_hw, device,
              str(dtype).removeprefix("torch."))
 
     writer = VideoWriter(args.output, fps, crf=args.crf) if args.output else None
-    stats = {"frames": 0, "first": None, "chunk_s": []}
+    stats = {"frames": 0, "first": None, "chunk_s": [], "latents": []}
     bar = None if args.quiet else _progress(n_chunks)
     t0 = time.perf_counter()
 
@@ -156,6 +166,8 @@ def run(args, bundle: Bundle | None = None) -> int:
             if writer is not None:
                 writer.write(r.frames[0])
             stats["frames"] += r.frames.shape[2]
+        if args.latents_out:
+            stats["latents"].append(r.latents)
         if stats["first"] is None:
             stats["first"] = time.perf_counter() - t0
         stats["chunk_s"].append(r.seconds)
@@ -167,30 +179,103 @@ def run(args, bundle: Bundle | None = None) -> int:
 
     status = 0
     try:
-        latents = generate(model, session, num_frames=n_latent, decoder=decoder, on_chunk=on_chunk,
-                           backend=args.attention, keep_latents=bool(args.latents_out))
+        generate(model, session, num_frames=n_latent, decoder=decoder, on_chunk=on_chunk,
+                 backend=args.attention, keep_latents=False)
     except KeyboardInterrupt:
         print(f"\ninterrupted after {session.chunk_index} chunks", file=sys.stderr)
-        latents, status = None, 130
+        status = 130
+    except OSError as exc:
+        if writer is None:
+            raise
+        writer.abort()  # no broken video under the output name
+        raise OSError(f"writing the video {args.output} failed ({exc}); nothing was kept") from exc
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
     finally:
         if bar is not None:
             bar.close()
-        if writer is not None:
-            writer.close()
     elapsed = time.perf_counter() - t0
-    if args.save_session:
-        save_session(session, args.save_session, include_cache=not args.compact_session)
-    if latents is not None and args.latents_out:
-        from safetensors.torch import save_file  # noqa: PLC0415
-
-        save_file({"latents": latents.float().cpu().contiguous()}, args.latents_out)
+    failed = write_outputs(args, session, writer, stats)
     summary = {"latent_frames": session.next_frame, "video_frames": stats["frames"], "seconds": round(elapsed, 3),
                "fps": round(stats["frames"] / elapsed, 2) if elapsed > 0 else None,
                "first_chunk_s": None if stats["first"] is None else round(stats["first"], 3),
                "mean_chunk_s": round(sum(stats["chunk_s"]) / max(len(stats["chunk_s"]), 1), 4),
-               "output": args.output or None, "session": args.save_session}
+               "output": args.output or None, "session": args.save_session if "session" not in failed else None,
+               "latents": args.latents_out if stats["latents"] and "latents" not in failed else None}
     print(json.dumps(summary))
-    return status
+    return 1 if failed else status
+
+
+# --------------------------------------------------------------------------------------------- outputs
+_OUTPUTS = {"output": "-o", "latents_out": "--latents-out", "save_session": "--save-session"}
+
+
+def _flag(name: str) -> str:
+    return _OUTPUTS.get(name) or "--" + name.replace("_", "-")
+
+
+def check_outputs(args, bundle: Bundle | None) -> None:
+    """Before anything is loaded: each output is writable."""
+    given = {k: getattr(args, k) for k in _OUTPUTS if getattr(args, k)}
+    if args.output and bundle is None and args.model != "toy" and not args.vae:
+        raise ConfigError("writing an mp4 needs a decoder: pass --vae (Wan VAE or TAEHV weights), or -o '' with "
+                          "--latents-out / --save-session to keep only latents or the session")
+    for name, path in given.items():
+        check_writable(path, what=_flag(name))
+
+
+def check_space(args, session, n_latent: int) -> None:
+    """Refuse a run whose session or latents cannot fit on their disks (checked before generating)."""
+    b, c, (h, w) = session.batch, session.channels, session.latent_hw
+    need: dict[str, int] = {}
+    if args.latents_out:
+        need[args.latents_out] = b * c * n_latent * h * w * 4
+    if args.save_session:
+        cache = 0 if args.compact_session else session.cache.nbytes()
+        need[args.save_session] = cache + len(session.held) * b * c * h * w * 4 + (1 << 20)
+    per_disk: dict[int, list] = {}
+    for path, n in need.items():
+        parent = Path(path).expanduser().resolve().parent
+        per_disk.setdefault(os.stat(parent).st_dev, [parent, 0, []])
+        per_disk[os.stat(parent).st_dev][1] += n
+        per_disk[os.stat(parent).st_dev][2].append(path)
+    for parent, n, paths in per_disk.values():
+        free = shutil.disk_usage(parent).free
+        if n > free:
+            raise ConfigError(f"{', '.join(paths)} need about {n / 2**30:.2f} GiB but {parent} has "
+                              f"{free / 2**30:.2f} GiB free; free some space or write them elsewhere")
+
+
+def write_outputs(args, session, writer, stats: dict) -> set[str]:
+    """Finish the video, then save the session and the latents atomically. Returns the outputs that failed
+    (each reported)."""
+    from safetensors.torch import save_file  # noqa: PLC0415
+
+    from ..session_io import save_session  # noqa: PLC0415
+
+    failed: set[str] = set()
+    if writer is not None:
+        try:
+            writer.close()
+        except OSError as exc:
+            print(f"error: could not write the video {args.output}: {exc}", file=sys.stderr)
+            failed.add("video")
+    if args.save_session:
+        try:
+            save_session(session, args.save_session, include_cache=not args.compact_session)
+        except OSError as exc:
+            print(f"error: could not write the session {args.save_session}: {exc}", file=sys.stderr)
+            failed.add("session")
+    if args.latents_out and stats["latents"]:
+        try:
+            with atomic_path(args.latents_out) as tmp:
+                save_file({"latents": torch.cat(stats["latents"], dim=2).float().cpu().contiguous()}, str(tmp))
+        except OSError as exc:
+            print(f"error: could not write the latents {args.latents_out}: {exc}", file=sys.stderr)
+            failed.add("latents")
+    return failed
 
 
 def _progress(total: int):

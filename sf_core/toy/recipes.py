@@ -156,8 +156,10 @@ def make_ode_pairs(seed: int, root: str | Path, prompts: int = ODE_PROMPTS) -> P
     info = init_distributed(cfg.dist)
     teacher = load_net(cfg.models.teacher, "teacher", cfg).requires_grad_(False)
     src = ToyWorldDataset(seed + 1, size=prompts, latents=False)
+    # saved as they go (every 32 pairs): an interrupted stage resumes after the last saved part
     return generate_ode_pairs(cfg, teacher, src, out, info,
-                              progress=lambda n, t: n % 64 == 0 and log.info("ODE pairs %d/%d", n, t))
+                              progress=lambda n, t: (n == 1 or n % 32 == 0 or n == t)
+                              and log.info("ODE pairs %d/%d", n, t))
 
 
 def train_stage(stage: str, seed: int = 0, root: str | Path = DEFAULT_ROOT, *, steps: int | None = None,
@@ -185,6 +187,8 @@ def train_stage(stage: str, seed: int = 0, root: str | Path = DEFAULT_ROOT, *, s
     cfg = base_config(stage, seed, root, steps=steps)
     if overrides:
         cfg = apply_overrides(cfg, overrides)
+    log.info("stage %s (seed %d): %d steps in %s; an interrupted run resumes from its latest checkpoint", stage,
+             seed, cfg.max_steps, cfg.out_dir)
     torch.manual_seed(seed)
     info = init_distributed(cfg.dist)
     data = None if stage == "ode" else dataset(stage, seed)

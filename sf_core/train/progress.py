@@ -25,6 +25,7 @@ from .plot import plot_metrics
 log = logging.getLogger("sf_core.train")
 
 PLOT_KEYS = ("generator_loss", "critic_loss", "generator_grad_norm", "critic_grad_norm")
+LOG_EVERY_S = 30.0  # a log line at least this often, whatever log_every says (slow steps: no silent minutes)
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
@@ -106,6 +107,8 @@ class Progress:
         self.status: dict[str, Any] = {"state": "starting", "step": 0, "max_steps": max_steps, "pid": os.getpid(),
                                        "host": socket.gethostname()}
         self._last = time.monotonic()
+        self._last_log = self._last
+        self._first = 1
 
     def start(self, step: int) -> None:
         """Begin (or resume at) `step`: metrics of later steps from an interrupted run are dropped, since they
@@ -118,7 +121,8 @@ class Progress:
         tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
         tmp.replace(self.metrics_path)
         self.update(state="running", step=step)
-        self._last = time.monotonic()
+        self._last = self._last_log = time.monotonic()
+        self._first = step + 1
 
     def update(self, **fields: Any) -> None:
         if not self.enabled:
@@ -139,7 +143,9 @@ class Progress:
         with open(self.metrics_path, "a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")
         self.update(step=step, metrics=metrics, eta_s=eta)
-        if step % self.log_every == 0 or step == self.max_steps:
+        if (step % self.log_every == 0 or step == self.max_steps or step == self._first
+                or now - self._last_log >= LOG_EVERY_S):
+            self._last_log = now
             parts = [f"step {step}/{self.max_steps}"]
             parts += [f"{k} {v:.4g}" for k, v in metrics.items() if k.endswith(("loss", "norm"))]
             parts += [f"{dt:.2f} s/it", f"ETA {format_eta(eta)}"]

@@ -57,15 +57,36 @@ def ode_trajectory(teacher: Denoiser, noise: torch.Tensor, steps: int, shift: fl
 
 def generate_ode_pairs(cfg: TrainConfig, teacher: torch.nn.Module, prompts: ShardDataset, out_dir: str | Path,
                        info: DistInfo, dtype: torch.dtype = torch.float32,
-                       progress: Callable[[int, int], None] | None = None) -> Path:
-    """Write ODE-pair shards for every prompt of `prompts` (ranks take every world-th prompt) into out_dir."""
+                       progress: Callable[[int, int], None] | None = None, save_every: int = 32) -> Path:
+    """Write ODE-pair shards for every prompt of `prompts` (ranks split the prompts) into out_dir.
+
+    Saved as they go: every `save_every` pairs a rank writes a complete part (`rankR/partK/`, its index.json
+    last), so an interrupted run skips the prompts of finished parts when started again. Each pair's noise is
+    keyed by (seed, prompt index), so a resumed run writes exactly the pairs an uninterrupted one would. At the
+    end rank 0 writes `index.json` over all parts. progress(done, total) counts over all prompts of this rank,
+    the ones found done included.
+    """
+    import shutil
+
     sup, r = cfg.supervised, cfg.rollout
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    mine_dir = out / f"rank{info.rank:05d}"
+    for stale in mine_dir.glob("part*"):  # a part without its index was interrupted mid-write
+        if not (stale / "index.json").is_file():
+            shutil.rmtree(stale, ignore_errors=True)
+    done = _done_prompts(out)
+    barrier(info)  # every rank has read the same finished set before anyone writes a new part
+    todo = [i for i in range(len(prompts)) if i not in done]
+    mine = todo[info.rank::info.world]
+    total = len(mine) + sum(1 for i in done if i % info.world == info.rank)
+    if done:
+        log.info("ODE pairs: %d of %d already saved in %s; %d to go on this rank", len(done), len(prompts), out,
+                 len(mine))
     sched = FlowSchedule(cfg.dmd.score_shift)
     neg = prompts.negative.to(info.device)
-    mine = list(range(info.rank, len(prompts), info.world))
-    trajs, embeds, texts = [], [], []
+    part_no = 1 + max((int(p.name[4:]) for p in mine_dir.glob("part*") if p.name[4:].isdigit()), default=-1)
+    ids, trajs, embeds, texts = [], [], [], []
     for n, i in enumerate(mine):
         s = prompts[i]
         ctx = s.embeds[None].to(info.device)
@@ -75,38 +96,62 @@ def generate_ode_pairs(cfg: TrainConfig, teacher: torch.nn.Module, prompts: Shar
         noise = torch.randn((1, teacher.config.in_dim, r.num_frames, r.latent_height, r.latent_width), generator=g)
         trajs.append(ode_trajectory(den, noise.to(info.device, dtype), sup.ode_steps, cfg.dmd.score_shift,
                                     sup.ode_keep)[0].float().cpu())
+        ids.append(i)
         embeds.append(s.embeds)
         texts.append(s.prompt)
+        if len(ids) == save_every or n == len(mine) - 1:
+            write_shards(mine_dir / f"part{part_no:05d}", embeds, texts, prompts.negative, latents=trajs, kind="ode",
+                         negative_prompt=prompts.index.get("negative_prompt", ""),
+                         encoder=prompts.index.get("encoder", ""), extra={"prompt_ids": ids})
+            part_no += 1
+            ids, trajs, embeds, texts = [], [], [], []
         if progress is not None:
-            progress(n + 1, len(mine))
-    part = out / f"rank{info.rank:05d}"
-    if mine:
-        write_shards(part, embeds, texts, prompts.negative, latents=trajs, kind="ode",
-                     negative_prompt=prompts.index.get("negative_prompt", ""), encoder=prompts.index.get("encoder", ""))
+            progress(total - len(mine) + n + 1, total)
     barrier(info)
     if info.is_main:
-        _merge_rank_dirs(out, info.world, prompts)
+        _merge_parts(out, prompts)
     barrier(info)
     return out
 
 
-def _merge_rank_dirs(out: Path, world: int, prompts: ShardDataset) -> None:
-    """One index over the per-rank shard directories (files stay where the ranks wrote them)."""
+def _parts(out: Path) -> list[tuple[Path, dict]]:
+    """Finished parts (rank, then part order) with their index."""
     import json
 
-    shards, n = [], 0
-    for rk in range(world):
-        idx_path = out / f"rank{rk:05d}" / "index.json"
-        if not idx_path.is_file():
+    found = []
+    for idx in sorted(out.glob("rank*/part*/index.json")):
+        try:
+            found.append((idx.parent, json.loads(idx.read_text(encoding="utf-8"))))
+        except (OSError, ValueError):
             continue
-        idx = json.loads(idx_path.read_text())
-        shards += [{"file": f"rank{rk:05d}/{s['file']}", "count": s["count"]} for s in idx["shards"]]
-        n += idx["num_samples"]
-        (out / "negative.safetensors").write_bytes((out / f"rank{rk:05d}" / "negative.safetensors").read_bytes())
+    return found
+
+
+def _done_prompts(out: Path) -> set[int]:
+    return {int(i) for _, index in _parts(out) for i in index.get("prompt_ids", [])}
+
+
+def _merge_parts(out: Path, prompts: ShardDataset) -> None:
+    """One index over every finished part (files stay where the ranks wrote them), written last, atomically."""
+    import json
+
+    from ...fileio import atomic_write_bytes, atomic_write_text
+
+    parts = _parts(out)
+    shards, n = [], 0
+    for folder, index in parts:
+        rel = folder.relative_to(out).as_posix()
+        shards += [{"file": f"{rel}/{s['file']}", "count": s["count"]} for s in index["shards"]]
+        n += index["num_samples"]
+    if n != len(prompts):
+        raise ConfigError(f"{out} holds ODE pairs for {n} prompts, expected {len(prompts)}: run ode-pairs again "
+                          f"with the same prompts (finished parts are kept), or use a new output folder")
+    if parts:
+        atomic_write_bytes(out / "negative.safetensors", (parts[0][0] / "negative.safetensors").read_bytes())
     index = {"format": "sf_train_shards", "version": 1, "kind": "ode", "num_samples": n,
              "text_dim": prompts.text_dim, "shards": shards, "negative_prompt": prompts.index.get("negative_prompt", ""),
              "encoder": prompts.index.get("encoder", "")}
-    (out / "index.json").write_text(json.dumps(index, indent=1))
+    atomic_write_text(out / "index.json", json.dumps(index, indent=1))
 
 
 class ODERegression(Method):
