@@ -81,7 +81,7 @@ def test_same_seed_same_latents_and_resume_equals_one_run(files, capsys):
 
 def test_bad_input_exits_with_a_clear_message(files, capsys):
     base = ["--model", str(files / "tiny.safetensors"), "--embeddings", str(files / "emb.safetensors"),
-            "--width", "12", "--height", "8", "-q"]
+            "--width", "12", "--height", "8", "-q", "--latents-out", str(files / "l.st")]
     cases = [
         (["--frames", "20", "-o", "x.mp4"], "nearest valid video lengths: 9 or 21 frames"),
         (["--latent-frames", "7", "-o", ""], "nearest valid lengths: 6 latent frames"),

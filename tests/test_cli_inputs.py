@@ -286,3 +286,9 @@ def test_video_writer_is_atomic(tmp_path):
             w2.write(torch.ones(3, 3, 8, 8))
             raise RuntimeError("boom")
     assert probe_video(out)["frames"] == 2 and sorted(tmp_path.iterdir()) == [out]  # the old file, untouched
+
+
+# ------------------------------------------------------------------------------------------ item 12: no output
+def test_no_output_at_all_is_refused_before_any_work(tmp_path, capsys):
+    code, io = run(["--model", str(tmp_path / "missing.safetensors"), "-o", "", "-q"], capsys)
+    assert code == 2 and "nothing would be kept" in io.err, io.err

@@ -217,8 +217,11 @@ def _flag(name: str) -> str:
 
 
 def check_outputs(args, bundle: Bundle | None) -> None:
-    """Before anything is loaded: each output is writable."""
+    """Before anything is loaded: something will be kept and each output is writable."""
     given = {k: getattr(args, k) for k in _OUTPUTS if getattr(args, k)}
+    if not given:
+        raise ConfigError("nothing would be kept: -o '' writes no video and neither --latents-out nor "
+                          "--save-session is given; name at least one output")
     if args.output and bundle is None and args.model != "toy" and not args.vae:
         raise ConfigError("writing an mp4 needs a decoder: pass --vae (Wan VAE or TAEHV weights), or -o '' with "
                           "--latents-out / --save-session to keep only latents or the session")
