@@ -112,6 +112,26 @@ class VideoWriter:
                 self._container.mux(packet)
         self.frames_written += arr.shape[0]
 
+    def copy_from(self, path: str | Path) -> int:
+        """Append every frame of the video at `path`; returns how many. Frames are re-encoded as decoded (YUV, no
+        colour conversion), so with crf 0 the copy is exact and otherwise it costs one H.264 generation."""
+        av = _av()
+        n = 0
+        with av.open(str(path)) as c:
+            for f in c.decode(video=0):
+                if self._container is None:
+                    self._open(f.height, f.width)
+                if (f.height, f.width) != (self._stream.height, self._stream.width):
+                    raise VideoError(f"{path}: frames of {f.width}x{f.height}, this video is "
+                                     f"{self._stream.width}x{self._stream.height}")
+                f = f if f.format.name == "yuv420p" else f.reformat(format="yuv420p")
+                f.pts = None
+                for packet in self._stream.encode(f):
+                    self._container.mux(packet)
+                n += 1
+        self.frames_written += n
+        return n
+
     def close(self) -> None:
         """Finish the file and move it into place (nothing happens if no frame was written)."""
         if self._container is None:

@@ -292,3 +292,51 @@ def test_video_writer_is_atomic(tmp_path):
 def test_no_output_at_all_is_refused_before_any_work(tmp_path, capsys):
     code, io = run(["--model", str(tmp_path / "missing.safetensors"), "-o", "", "-q"], capsys)
     assert code == 2 and "nothing would be kept" in io.err, io.err
+
+
+# ------------------------------------------------------------------------------------------ item 10: inputs and resumed videos
+def test_an_output_that_is_an_input_or_another_output_is_refused(tmp_path, emb, capsys):
+    sess = tmp_path / "s.st"
+    sess.write_bytes(b"not read: the check comes first")
+    missing = str(tmp_path / "missing.safetensors")
+    for extra, msg in (
+        (["--resume", str(sess), "-o", str(sess)], "-o " + str(sess) + " is also the --resume file"),
+        (["-o", str(emb)], "is also the --embeddings file"),
+        (["--latents-out", missing, "-o", ""], "--latents-out " + missing + " is also the --model file"),
+        (["-o", str(tmp_path / "a.st"), "--latents-out", str(tmp_path / "a.st")], "are the same file"),
+        (["-o", str(tmp_path / "x" / ".." / "v.mp4"), "--save-session", str(tmp_path / "v.mp4")],
+         "are the same file"),
+    ):
+        code, io = run(["--model", missing, "--vae", "v.pth", "--embeddings", str(emb), "-q", *extra], capsys)
+        assert code == 2 and msg in io.err, (extra, io.err)
+    assert sess.read_bytes() == b"not read: the check comes first"
+
+
+def test_resume_does_not_overwrite_the_original_video(tmp_path, emb, capsys):
+    from sf_core.video import probe_video
+
+    base, sess = tmp_path / "base.mp4", tmp_path / "s.st"
+    b = stub_bundle()
+    assert run(_files_argv(emb, "--latent-frames", "6", "-o", str(base), "--save-session", str(sess)), capsys,
+               b)[0] == 0
+    code, io = run(_files_argv(emb, "--latent-frames", "3", "--resume", str(sess), "-o", str(base)), capsys,
+                   stub_bundle(b.transformer))
+    assert code == 2 and "may be the video this session continues: --append" in io.err
+    assert probe_video(base)["frames"] == 21
+    other = tmp_path / "other.mp4"  # 1 chunk: not the session's video
+    assert run(_files_argv(emb, "--latent-frames", "3", "-o", str(other), "--latents-out",
+                           str(tmp_path / "x.st")), capsys, stub_bundle(b.transformer))[0] == 0
+    code, io = run(_files_argv(emb, "--latent-frames", "3", "--resume", str(sess), "-o", str(other), "--append"),
+                   capsys, stub_bundle(b.transformer))
+    assert code == 2 and "has 9 frames, but this session continues a video of 21 frames" in io.err, io.err
+    assert probe_video(other)["frames"] == 9 and sorted(p.name for p in tmp_path.glob("*.mp4")) == ["base.mp4",
+                                                                                                    "other.mp4"]
+    # the continuation alone to a new file; the session updated in place; then appended to the original
+    code, io = run(_files_argv(emb, "--latent-frames", "3", "--resume", str(sess), "-o", str(tmp_path / "c.mp4"),
+                               "--save-session", str(sess)), capsys, stub_bundle(b.transformer))
+    summary = json.loads(io.out.strip().splitlines()[-1])
+    assert code == 0 and (summary["latent_frames"], summary["total_latent_frames"]) == (3, 9)
+    assert summary["video_frames"] == summary["output_frames"] == 12 == probe_video(tmp_path / "c.mp4")["frames"]
+    code, io = run(_files_argv(emb, "--latent-frames", "3", "--resume", str(sess), "-o", str(base), "--append"),
+                   capsys, stub_bundle(b.transformer))
+    assert code == 2 and "has 21 frames, but this session continues a video of 33 frames" in io.err
