@@ -99,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--compact-session", action="store_true", help="save the session without its KV cache "
                      "(small file; the cache is recomputed on resume)")
     out.add_argument("--resume", help="continue a saved session (its sampling settings are kept)")
+    out.add_argument("--append", action="store_true", help="with --resume: add the new frames to the session's "
+                     "existing video at -o (rewritten as one file), instead of writing the continuation alone")
     out.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     out.add_argument("-v", "--verbose", action="store_true")
     return p
@@ -169,6 +171,13 @@ def run(args, bundle: Bundle | None = None) -> int:
              str(dtype).removeprefix("torch."))
 
     writer = VideoWriter(args.output, fps, crf=args.crf) if args.output else None
+    if args.append:
+        have, want = writer.copy_from(args.output), inputs.video_frames(start, True, ts)
+        if have != want:
+            writer.abort()
+            raise ConfigError(f"--append: {args.output} has {have} frames, but this session continues a video of "
+                              f"{want} frames ({start} latent frames): it is not this session's video (or not all "
+                              f"of it); write the continuation to another file")
     stats = {"frames": 0, "first": None, "chunk_s": [], "latents": []}
     bar = None if args.quiet else _progress(n_chunks)
     t0 = time.perf_counter()
@@ -210,7 +219,9 @@ def run(args, bundle: Bundle | None = None) -> int:
             bar.close()
     elapsed = time.perf_counter() - t0
     failed = write_outputs(args, session, writer, stats)
-    summary = {"latent_frames": session.next_frame, "video_frames": stats["frames"], "seconds": round(elapsed, 3),
+    total = writer.frames_written if writer is not None else None
+    summary = {"latent_frames": session.next_frame - start, "video_frames": stats["frames"],
+               "total_latent_frames": session.next_frame, "output_frames": total, "seconds": round(elapsed, 3),
                "fps": round(stats["frames"] / elapsed, 2) if elapsed > 0 else None,
                "first_chunk_s": None if stats["first"] is None else round(stats["first"], 3),
                "mean_chunk_s": round(sum(stats["chunk_s"]) / max(len(stats["chunk_s"]), 1), 4),
@@ -221,6 +232,7 @@ def run(args, bundle: Bundle | None = None) -> int:
 
 
 # --------------------------------------------------------------------------------------------- outputs
+_INPUTS = ("model", "vae", "text_encoder", "tokenizer", "embeddings", "prompts", "resume")
 _OUTPUTS = {"output": "-o", "latents_out": "--latents-out", "save_session": "--save-session"}
 
 
@@ -228,14 +240,46 @@ def _flag(name: str) -> str:
     return _OUTPUTS.get(name) or "--" + name.replace("_", "-")
 
 
+def _same(a: str, b: str) -> bool:
+    pa, pb = Path(a).expanduser(), Path(b).expanduser()
+    if pa.exists() and pb.exists():
+        return os.path.samefile(pa, pb)
+    return os.path.realpath(pa) == os.path.realpath(pb)
+
+
 def check_outputs(args, bundle: Bundle | None) -> None:
-    """Before anything is loaded: each output is writable."""
+    """Before anything is loaded: something will be kept, each output is writable, is no input (the session
+    being resumed may be saved again: it is then updated in place) and no other output; --append is usable."""
     given = {k: getattr(args, k) for k in _OUTPUTS if getattr(args, k)}
+    if not given:
+        raise ConfigError("nothing would be kept: -o '' writes no video and neither --latents-out nor "
+                          "--save-session is given; name at least one output")
     if args.output and bundle is None and args.model != "toy" and not args.vae:
         raise ConfigError("writing an mp4 needs a decoder: pass --vae (Wan VAE or TAEHV weights), or -o '' with "
                           "--latents-out / --save-session to keep only latents or the session")
+    seen: dict[str, str] = {}
     for name, path in given.items():
+        for src in _INPUTS:
+            value = getattr(args, src, None)
+            if not value or (src == "model" and value == "toy") or (src == "resume" and name == "save_session"):
+                continue
+            if _same(path, value):
+                raise ConfigError(f"{_flag(name)} {path} is also the {_flag(src)} file: writing it would destroy "
+                                  f"an input; choose another name")
+        for other, opath in seen.items():
+            if _same(path, opath):
+                raise ConfigError(f"{_flag(name)} and {_flag(other)} are the same file {path}; give each output its "
+                                  f"own name")
+        seen[name] = path
         check_writable(path, what=_flag(name))
+    if args.append:
+        if not (args.resume and args.output and Path(args.output).is_file()):
+            raise ConfigError("--append adds the continuation of a --resume'd session to its existing video: give "
+                              "--resume SESSION and -o VIDEO.mp4 (an existing file)")
+    elif args.resume and args.output and Path(args.output).exists():
+        raise ConfigError(f"-o {args.output} exists and may be the video this session continues: --append adds the "
+                          f"new frames to it (one file for the whole video), or choose a new name for the "
+                          f"continuation alone")
 
 
 def check_space(args, session, n_latent: int) -> None:
