@@ -340,3 +340,78 @@ def test_resume_does_not_overwrite_the_original_video(tmp_path, emb, capsys):
     code, io = run(_files_argv(emb, "--latent-frames", "3", "--resume", str(sess), "-o", str(base), "--append"),
                    capsys, stub_bundle(b.transformer))
     assert code == 2 and "has 21 frames, but this session continues a video of 33 frames" in io.err
+
+
+# ------------------------------------------------------------------------------------------ item 9: Ctrl-C
+def _ctrl_c():
+    import os
+    import signal
+
+    os.kill(os.getpid(), signal.SIGINT)
+
+
+@pytest.mark.parametrize("where, done", [("write", 6), ("decode", 6), ("step", 3), ("twice_in_decode", 3)])
+def test_ctrl_c_anywhere_leaves_a_session_that_matches_the_video(tmp_path, emb, capsys, monkeypatch, where, done):
+    """A Ctrl-C while chunk 2 is denoised, decoded or written (twice: the second one stops at once); the session
+    and the mp4 must hold the same frames, and resuming with --append must give the video and latents of one
+    uninterrupted run. Chunk 2 is finished (written) when the Ctrl-C came after its last denoising step, else
+    rolled back."""
+    from safetensors.torch import load_file
+
+    from sf_core import video
+    from sf_core.video import probe_video, read_video
+
+    full = tmp_path / "full.mp4"
+    assert run(_files_argv(emb, "--latent-frames", "12", "-o", str(full), "--crf", "0", "--latents-out",
+                           str(tmp_path / "full.st")), capsys, stub_bundle())[0] == 0
+    b = stub_bundle()
+    calls = {"write": 0, "decode": 0}
+    real_write, real_decode = video.VideoWriter.write, b.decoder.decode_chunk
+
+    def write(self, frames):
+        calls["write"] += 1
+        if where == "write" and calls["write"] == 2:
+            _ctrl_c()  # lands after the pipeline recorded chunk 2, before its frames reach the file
+        real_write(self, frames)
+
+    def decode(z, state=None):
+        calls["decode"] += 1
+        if where.endswith("decode") and calls["decode"] == 2:
+            _ctrl_c()
+            if where == "twice_in_decode":
+                with pytest.raises(KeyboardInterrupt):  # the second one stops at once
+                    _ctrl_c()
+                raise KeyboardInterrupt
+        return real_decode(z, state)
+
+    def forward(*_):
+        calls["forward"] = calls.get("forward", 0) + 1
+        if where == "step" and calls["forward"] == 7:  # chunk 2's second denoising step
+            _ctrl_c()
+
+    monkeypatch.setattr(video.VideoWriter, "write", write)
+    b.decoder.decode_chunk = decode
+    hook = b.transformer.patch_embedding.register_forward_pre_hook(forward)
+    part, sess = tmp_path / "part.mp4", tmp_path / "s.st"
+    code, io = run(_files_argv(emb, "--latent-frames", "12", "-o", str(part), "--crf", "0", "--save-session",
+                               str(sess), "--latents-out", str(tmp_path / "a.st")), capsys, b)
+    assert code == 130, io.err
+    from sf_core.session_io import load_session
+
+    s = load_session(sess)
+    assert s.next_frame == done and probe_video(part)["frames"] == 1 + 4 * (done - 1)
+    assert load_file(str(tmp_path / "a.st"))["latents"].shape[2] == done
+    monkeypatch.setattr(video.VideoWriter, "write", real_write)
+    hook.remove()
+    code, io = run(_files_argv(emb, "--latent-frames", str(12 - done), "--resume", str(sess), "-o", str(part),
+                               "--append", "--crf", "0", "--latents-out", str(tmp_path / "b.st")), capsys,
+                   stub_bundle(b.transformer))
+    assert code == 0, io.err
+    summary = json.loads(io.out.strip().splitlines()[-1])
+    assert (summary["latent_frames"], summary["total_latent_frames"], summary["output_frames"]) == (12 - done, 12, 45)
+    whole = load_file(str(tmp_path / "full.st"))["latents"]
+    import torch
+
+    got = torch.cat([load_file(str(tmp_path / n))["latents"] for n in ("a.st", "b.st")], dim=2)
+    assert torch.equal(got, whole)
+    assert (read_video(part) == read_video(full)).all()  # crf 0: the appended file is exactly one run's video

@@ -19,7 +19,9 @@ import json
 import logging
 import os
 import shutil
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -36,20 +38,9 @@ from . import inputs
 log = logging.getLogger("sf_core.generate")
 
 
-class _DefaultOnce(argparse.HelpFormatter):
-    """Adds "(default: X)" to an option's help only when it has a default and the help does not state it."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        if not action.option_strings or action.default is None or action.default is False \
-                or action.default == argparse.SUPPRESS or "default" in text:
-            return text
-        return f"{text} (default: %(default)s)".lstrip()
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m sf_core generate", description=__doc__.split("\n\n")[0],
-                                formatter_class=_DefaultOnce)
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     m = p.add_argument_group("model")
     m.add_argument("--model", default="toy", help="'toy' (the embedded toy model) or a Self Forcing / Wan2.1 T2V "
                    "transformer file or folder (.pt, .safetensors, sharded)")
@@ -63,8 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr = p.add_argument_group("prompts")
     pr.add_argument("--prompt", action="append", help="'TEXT', 'CHUNK:TEXT' or 'SECONDSs:TEXT' (repeatable): the "
                     "prompt from that chunk / time on")
-    pr.add_argument("--prompts", metavar="FILE", help='a JSON file holding a prompt schedule, e.g. [{"start": 0, '
-                    '"prompt": "..."}, {"seconds": 4, "prompt": "..."}] (start: chunk index; seconds: time)')
+    pr.add_argument("--prompts", help='JSON schedule: [{"start": 0, "prompt": "..."}, {"seconds": 4, "prompt": "..."}]')
     pr.add_argument("--switch", default="recache", choices=SWITCH_POLICIES, help="what a prompt change does to "
                     "the KV cache: recompute it under the new prompt, or keep it")
     pr.add_argument("--transition", type=int, default=0, help="blend old -> new prompt over this many chunks")
@@ -77,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     ln.add_argument("--width", type=int, help="width in pixels (default 832 for Wan)")
     ln.add_argument("--height", type=int, help="height in pixels (default 480 for Wan)")
     sm = p.add_argument_group("sampling")
-    sm.add_argument("--seed", type=int, default=0, help="noise seed (same seed and settings: same video)")
+    sm.add_argument("--seed", type=int, default=0)
     sm.add_argument("--steps", help="denoising steps, e.g. 1000,750,500,250 (the default)")
     sm.add_argument("--shift", type=float, help="timestep shift (default 5)")
     sm.add_argument("--chunk-frames", type=int, help="latent frames per chunk (default: the model's, 3)")
@@ -178,7 +168,7 @@ def run(args, bundle: Bundle | None = None) -> int:
             raise ConfigError(f"--append: {args.output} has {have} frames, but this session continues a video of "
                               f"{want} frames ({start} latent frames): it is not this session's video (or not all "
                               f"of it); write the continuation to another file")
-    stats = {"frames": 0, "first": None, "chunk_s": [], "latents": []}
+    stats = {"frames": 0, "first": None, "chunk_s": [], "written_end": start, "latents": []}
     bar = None if args.quiet else _progress(n_chunks)
     t0 = time.perf_counter()
 
@@ -187,6 +177,7 @@ def run(args, bundle: Bundle | None = None) -> int:
             if writer is not None:
                 writer.write(r.frames[0])
             stats["frames"] += r.frames.shape[2]
+        stats["written_end"] = r.start_frame + r.latents.shape[2]  # the video holds this chunk (item 9)
         if args.latents_out:
             stats["latents"].append(r.latents)
         if stats["first"] is None:
@@ -197,26 +188,28 @@ def run(args, bundle: Bundle | None = None) -> int:
             bar.set_postfix_str(f"{stats['frames'] / el:.1f} fps, {1000 * r.seconds:.0f} ms/chunk"
                                 + (" (prompt switch)" if r.switched else ""))
             bar.update(1)
+        stop.check()  # a Ctrl-C during the chunk stops here: the chunk is in the session and in the video
 
     status = 0
-    try:
-        generate(model, session, num_frames=n_latent, decoder=decoder, on_chunk=on_chunk,
-                 backend=args.attention, keep_latents=False)
-    except KeyboardInterrupt:
-        print(f"\ninterrupted after {session.chunk_index} chunks", file=sys.stderr)
-        status = 130
-    except OSError as exc:
-        if writer is None:
+    with _CtrlC() as stop:
+        try:
+            generate(model, session, num_frames=n_latent, decoder=decoder, on_chunk=on_chunk,
+                     on_step=lambda _info: stop.check(), backend=args.attention, keep_latents=False)
+        except KeyboardInterrupt:
+            print(f"\ninterrupted after {session.chunk_index} chunks", file=sys.stderr)
+            status = 130
+        except OSError as exc:
+            if writer is None:
+                raise
+            writer.abort()  # no broken video under the output name
+            raise OSError(f"writing the video {args.output} failed ({exc}); nothing was kept") from exc
+        except BaseException:
+            if writer is not None:
+                writer.abort()
             raise
-        writer.abort()  # no broken video under the output name
-        raise OSError(f"writing the video {args.output} failed ({exc}); nothing was kept") from exc
-    except BaseException:
-        if writer is not None:
-            writer.abort()
-        raise
-    finally:
-        if bar is not None:
-            bar.close()
+        finally:
+            if bar is not None:
+                bar.close()
     elapsed = time.perf_counter() - t0
     failed = write_outputs(args, session, writer, stats)
     total = writer.frames_written if writer is not None else None
@@ -305,8 +298,8 @@ def check_space(args, session, n_latent: int) -> None:
 
 
 def write_outputs(args, session, writer, stats: dict) -> set[str]:
-    """Finish the video, then save the session and the latents atomically. Returns the outputs that failed
-    (each reported)."""
+    """Finish the video, then save the session and the latents atomically. A session is saved only if it holds
+    exactly the frames that reached the video. Returns the outputs that failed (each reported)."""
     from safetensors.torch import save_file  # noqa: PLC0415
 
     from ..session_io import save_session  # noqa: PLC0415
@@ -319,11 +312,17 @@ def write_outputs(args, session, writer, stats: dict) -> set[str]:
             print(f"error: could not write the video {args.output}: {exc}", file=sys.stderr)
             failed.add("video")
     if args.save_session:
-        try:
-            save_session(session, args.save_session, include_cache=not args.compact_session)
-        except OSError as exc:
-            print(f"error: could not write the session {args.save_session}: {exc}", file=sys.stderr)
+        if writer is not None and ("video" in failed or stats["written_end"] != session.next_frame):
+            print(f"error: the session was not saved: the video holds the frames up to latent frame "
+                  f"{stats['written_end']}, the session {session.next_frame}; a continuation would not fit the "
+                  f"video", file=sys.stderr)
             failed.add("session")
+        else:
+            try:
+                save_session(session, args.save_session, include_cache=not args.compact_session)
+            except OSError as exc:
+                print(f"error: could not write the session {args.save_session}: {exc}", file=sys.stderr)
+                failed.add("session")
     if args.latents_out and stats["latents"]:
         try:
             with atomic_path(args.latents_out) as tmp:
@@ -332,6 +331,35 @@ def write_outputs(args, session, writer, stats: dict) -> set[str]:
             print(f"error: could not write the latents {args.latents_out}: {exc}", file=sys.stderr)
             failed.add("latents")
     return failed
+
+
+class _CtrlC:
+    """Ctrl-C while generating stops at the next safe point (a denoising step: that chunk is rolled back; or the
+    end of a chunk, once it is in the video) instead of wherever it lands, so session and video always agree.
+    A second Ctrl-C stops at once (the session is then saved only if it still agrees with the video)."""
+
+    def __init__(self):
+        self.requested = False
+        self._old = None
+
+    def __enter__(self) -> "_CtrlC":
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def _handler(self, _signum, _frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nstopping after a consistent point (Ctrl-C again to stop at once)", file=sys.stderr)
+
+    def check(self) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+
+    def __exit__(self, *exc) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
 
 
 def _progress(total: int):
