@@ -179,10 +179,11 @@ class CausalSampler(io.ComfyNode):
         check_length(frames, causal, int(getattr(getattr(model, "model", None), "sf_temporal_scale", 4)))
         positive_ctx = batch_context(conditioning_tensor(positive, text_dim_of(dm)), b).detach()
         prompts = schedule_for(positive_ctx, prompt_schedule)
-        try:
-            prompts.check(text_dim_of(dm), b)
-        except ValueError as e:
-            raise host.NodeInputError(f"prompt_schedule: {e}") from None
+        for name, sched in (("positive", schedule_for(positive_ctx, None)), ("prompt_schedule", prompts)):
+            try:  # the error names the input that holds the bad conditioning
+                sched.check(text_dim_of(dm), b)
+            except ValueError as e:
+                raise host.NodeInputError(f"{name}: {e}") from None
         loaded = host.load_wan(model)
         session = new_session(loaded.module, prompts, latent_hw=(h, w), batch=b, seed=int(seed), settings=settings,
                               dtype=loaded.dtype, device=loaded.device)

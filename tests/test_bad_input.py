@@ -65,6 +65,26 @@ def test_a_scheduled_prompt_after_the_end_is_reported(sampler, caplog):
     assert "the prompt from chunk 9 comes after the last chunk (2) of this video" in caplog.text
 
 
+def test_a_bad_conditioning_names_the_input_that_holds_it(sampler):
+    import torch
+
+    from nodes.host import NodeInputError
+    from nodes.prompts import PromptScheduleNode
+    from nodes_harness import FakePatcher, tiny_wan
+
+    good = [[torch.randn(1, 8, 32, generator=torch.Generator().manual_seed(1)), {"pooled_output": None}]]
+    bad = [[torch.full((1, 8, 32), float("nan")), {"pooled_output": None}]]
+    kw = dict(model=FakePatcher(tiny_wan(0)), width=16, height=16, length=33, batch_size=1, seed=0,
+              timesteps="1000,500", warp_timesteps=True, shift=5.0, chunk_frames=3, window_frames=21, sink_frames=3,
+              fps=16.0, live_preview=False)
+    with pytest.raises(NodeInputError, match=r"^positive: .*NaN") as e:  # no schedule connected: not "prompt_schedule"
+        sampler.run(positive=bad, **kw)
+    assert "prompt_schedule" not in str(e.value)
+    sched = PromptScheduleNode.run(conditioning=bad, start_chunk=1, switch_policy="recache", transition_chunks=0)[0]
+    with pytest.raises(NodeInputError, match=r"^prompt_schedule: .*chunk 1 .*NaN"):
+        sampler.run(positive=good, prompt_schedule=sched, **kw)
+
+
 def _bad_prompt(files: dict, **bad) -> dict:
     inputs = {"model": ["1", 0], "positive": ["2", 0], "width": 32, "height": 32, "length": 21, "batch_size": 1,
               "seed": 0, "timesteps": "1000,750,500,250", "warp_timesteps": True, "shift": 5.0, "chunk_frames": 3,
