@@ -27,6 +27,11 @@ Frame positions (RoPE), `rope_mode`:
   the valid rows) at the first chunk that would pass it.
 Until the first eviction slot == frame, so all three modes are bit-identical for the first window of frames.
 
+Storage, `kv_dtype` (`sf_core.kv_quant`): "auto" keeps rows in the compute dtype (the reference path); "fp32",
+"bf16", "fp16" store another float dtype; "int8" / "fp8" store 8-bit codes with one fp16 scale per token and head
+(`k_scale` / `v_scale`, [B, rows, heads, 1]), about half the bytes of bf16. A call attends over the decoded earlier
+rows and its own rows at full precision. Quantised caches are inference-only (a grad-enabled call refuses them).
+
 Lifecycle: `for_config` (sized from a CausalConfig), `to(device, dtype)` (an independent copy), `state()` /
 `from_state()` (plain metadata + tensors, for session files), `reset()` / `truncate()`.
 
@@ -36,13 +41,13 @@ tensor, so a new prompt rebuilds them automatically.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 
 import torch
 
+from . import kv_quant
 from .config import ROPE_MAX_POSITIONS, CausalConfig, ConfigError
-from .rope import shift_time
+from .kv_rows import KVRows
 
 GRAD_MODES = ("straight_through", "detach")
 ROPE_MODES = ("absolute", "relative", "auto")
@@ -60,7 +65,7 @@ class _Plan:
 
 
 @dataclass
-class KVCache:
+class KVCache(KVRows):
     k: list[torch.Tensor]
     v: list[torch.Tensor]
     tokens_per_frame: int
@@ -76,6 +81,9 @@ class KVCache:
     functional: bool = False  # buffers hold exactly the valid rows (autograd-friendly, never mutated)
     rope_mode: str = "absolute"
     relative: bool = False  # frames are roped at their slot (relative mode, or auto after the switch)
+    kv_dtype: str = "auto"  # storage format (sf_core.kv_quant.KV_DTYPES)
+    k_scale: list[torch.Tensor] = field(default_factory=list)  # int8 / fp8 storage: [B, rows, heads, 1] fp16
+    v_scale: list[torch.Tensor] = field(default_factory=list)
     _plan: _Plan | None = None
 
     # ------------------------------------------------------------------ construction
@@ -84,12 +92,14 @@ class KVCache:
                  frames: int | None = None, window_frames: int | None = None, sink_frames: int = 0,
                  dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",
                  grad_mode: str = "straight_through", chunk_frames: int | None = None,
-                 strict: bool = True, rope_mode: str = "absolute") -> "KVCache":
+                 strict: bool = True, rope_mode: str = "absolute", kv_dtype: str = "auto") -> "KVCache":
         """Preallocate a cache. Rolling: `window_frames` rows of frames. Global: `frames` (grows if exceeded).
 
+        `dtype` is the compute dtype; `kv_dtype` the storage format ("auto" = `dtype`; see sf_core.kv_quant).
         `strict` rejects a window that cannot hold a chunk plus the sink (the reference silently overwrites
         part of the sink then; `strict=False` reproduces that for parity checks only).
         """
+        fmt = kv_quant.resolve(kv_dtype, dtype)
         if grad_mode not in GRAD_MODES:
             raise ConfigError(f"grad_mode must be one of {GRAD_MODES}, got {grad_mode!r}")
         if rope_mode not in ROPE_MODES:
@@ -111,39 +121,50 @@ class KVCache:
             capacity = frames if frames is not None else 21
         rows = capacity * tokens_per_frame
         shape = (batch, rows, num_heads, head_dim)
-        k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
-        v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
+        k = [torch.zeros(shape, dtype=fmt.storage, device=device) for _ in range(num_layers)]
+        v = [torch.zeros(shape, dtype=fmt.storage, device=device) for _ in range(num_layers)]
+        scales = [[torch.zeros((*shape[:3], 1), dtype=kv_quant.SCALE_DTYPE, device=device)
+                   for _ in range(num_layers)] for _ in range(2 if fmt.quantised else 0)] or [[], []]
         return cls(k=k, v=v, tokens_per_frame=tokens_per_frame, window_frames=window_frames,
                    sink_frames=sink_frames, grad_mode=grad_mode,
                    cross_k=[None] * num_layers, cross_v=[None] * num_layers,
-                   rope_mode=rope_mode, relative=rope_mode == "relative")
+                   rope_mode=rope_mode, relative=rope_mode == "relative", kv_dtype=kv_dtype,
+                   k_scale=scales[0], v_scale=scales[1])
 
     @classmethod
     def for_config(cls, causal: CausalConfig, *, num_layers: int, num_heads: int, head_dim: int,
                    tokens_per_frame: int, batch: int = 1, frames: int = 21, dtype: torch.dtype = torch.float32,
                    device: torch.device | str = "cpu", rope_mode: str = "absolute",
-                   grad_mode: str = "straight_through") -> "KVCache":
+                   grad_mode: str = "straight_through", kv_dtype: str = "auto") -> "KVCache":
         """A cache sized from the chunking config: the rolling window, or a global cache of `frames` slots."""
         return cls.allocate(num_layers, batch, num_heads, head_dim, tokens_per_frame,
                             frames=None if causal.rolling else frames, window_frames=causal.window_frames,
                             sink_frames=causal.sink_frames, dtype=dtype, device=device, grad_mode=grad_mode,
-                            chunk_frames=causal.chunk_frames, rope_mode=rope_mode)
+                            chunk_frames=causal.chunk_frames, rope_mode=rope_mode, kv_dtype=kv_dtype)
 
     # ------------------------------------------------------------------ lifecycle
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "KVCache":
-        """An independent copy on `device` (and `dtype`); the text cache is dropped (rebuilt on first use)."""
+        """An independent copy on `device` (and compute `dtype`: the storage follows it with kv_dtype 'auto');
+        the text cache is dropped (rebuilt on first use)."""
         if self._plan is not None:
             raise RuntimeError("cannot copy a KV cache while a forward call is writing it")
+        store = dtype if self.kv_dtype == "auto" else None
 
-        def mv(t):
-            return t.detach().to(device=device, dtype=dtype or t.dtype, copy=True)
-        return dataclasses.replace(self, k=[mv(t) for t in self.k], v=[mv(t) for t in self.v],
+        def mv(t, to=None):
+            return t.detach().to(device=device, dtype=to or t.dtype, copy=True)
+        return dataclasses.replace(self, k=[mv(t, store) for t in self.k], v=[mv(t, store) for t in self.v],
+                                   k_scale=[mv(t) for t in self.k_scale], v_scale=[mv(t) for t in self.v_scale],
                                    cross_k=[None] * self.num_layers, cross_v=[None] * self.num_layers,
                                    positions=list(self.positions), cross_key=None, _plan=None)
 
     @property
     def dtype(self) -> torch.dtype:
+        """The dtype rows are stored in (int8 / float8 codes for a quantised cache)."""
         return self.k[0].dtype
+
+    @property
+    def quantised(self) -> bool:
+        return bool(self.k_scale)
 
     @property
     def device(self) -> torch.device:
@@ -156,7 +177,8 @@ class KVCache:
 
     def state(self, include_rows: bool = True) -> tuple[dict, dict[str, torch.Tensor]]:
         """(metadata, tensors) describing the cache: JSON-able sizes and bookkeeping, and the valid rows
-        `k.<layer>` / `v.<layer>` [B, length * tokens_per_frame, heads, head_dim] (unless include_rows=False)."""
+        `k.<layer>` / `v.<layer>` [B, length * tokens_per_frame, heads, head_dim] (unless include_rows=False), as
+        stored: a quantised cache gives its codes and `k_scale.<layer>` / `v_scale.<layer>` [B, rows, heads, 1]."""
         if self._plan is not None:
             raise RuntimeError("cannot read the state of a KV cache while a forward call is writing it")
         b, _, heads, head_dim = self.k[0].shape
@@ -164,23 +186,26 @@ class KVCache:
                 "sink_frames": self.sink_frames, "length": self.length, "end_frame": self.end_frame,
                 "positions": list(self.positions), "capacity": self.capacity, "num_layers": self.num_layers,
                 "num_heads": int(heads), "head_dim": int(head_dim), "batch": int(b), "included": include_rows,
-                "rope_mode": self.rope_mode, "relative": self.relative}
+                "rope_mode": self.rope_mode, "relative": self.relative, "kv_dtype": self.kv_dtype}
         tensors: dict[str, torch.Tensor] = {}
         if include_rows:
-            for i in range(self.num_layers):
-                tensors[f"k.{i}"], tensors[f"v.{i}"] = self.valid(i)
+            n = self.length * self.tokens_per_frame
+            for name, bufs in self._row_lists():
+                for i, buf in enumerate(bufs):
+                    tensors[f"{name}.{i}"] = buf[:, :n]
         return meta, tensors
 
     @classmethod
     def from_state(cls, meta: dict, tensors: dict[str, torch.Tensor], *, device: torch.device | str = "cpu",
                    dtype: torch.dtype = torch.float32) -> "KVCache":
-        """Rebuild a cache from `state()`. Without rows (`included` false) the cache comes back empty."""
+        """Rebuild a cache from `state()` (`dtype`: the compute dtype; the storage format is the saved kv_dtype).
+        Without rows (`included` false) the cache comes back empty."""
         window = meta["window_frames"]
         cache = cls.allocate(int(meta["num_layers"]), int(meta["batch"]), int(meta["num_heads"]),
                              int(meta["head_dim"]), int(meta["tokens_per_frame"]),
                              frames=None if window else max(int(meta["capacity"]), 1), window_frames=window,
                              sink_frames=int(meta["sink_frames"]), dtype=dtype, device=device, strict=False,
-                             rope_mode=meta.get("rope_mode", "absolute"))
+                             rope_mode=meta.get("rope_mode", "absolute"), kv_dtype=meta.get("kv_dtype", "auto"))
         cache.relative = bool(meta.get("relative", cache.relative))
         if not meta.get("included", True):
             return cache
@@ -190,14 +215,17 @@ class KVCache:
         positions = [int(p) for p in meta["positions"]]
         if len(positions) != length:
             raise ValueError(f"cache metadata lists {len(positions)} frame positions for {length} frames")
-        for i in range(cache.num_layers):
-            for name, bufs in (("k", cache.k), ("v", cache.v)):
+        for name, bufs in cache._row_lists():
+            for i, buf in enumerate(bufs):
                 rows = tensors[f"{name}.{i}"]
-                want = (cache.k[0].shape[0], length * t, *cache.k[0].shape[2:])
+                want = (buf.shape[0], length * t, *buf.shape[2:])
                 if tuple(rows.shape) != want:
                     raise ValueError(f"cache tensor {name}.{i} has shape {tuple(rows.shape)}, expected {list(want)} "
                                      f"({length} frames of {t} tokens)")
-                bufs[i][:, :rows.shape[1]] = rows.to(device=device, dtype=dtype)
+                if cache.quantised and rows.dtype != buf.dtype:
+                    raise ValueError(f"cache tensor {name}.{i} is {rows.dtype}, expected {buf.dtype} for kv_dtype "
+                                     f"{cache.kv_dtype!r}")
+                buf[:, :rows.shape[1]] = rows.to(device=device, dtype=buf.dtype)
         cache.length, cache.end_frame, cache.positions = length, int(meta["end_frame"]), positions
         return cache
 
@@ -215,7 +243,7 @@ class KVCache:
         return self.window_frames is not None
 
     def nbytes(self) -> int:
-        tensors = [*self.k, *self.v, *(t for t in self.cross_k if t is not None),
+        tensors = [*self.k, *self.v, *self.k_scale, *self.v_scale, *(t for t in self.cross_k if t is not None),
                    *(t for t in self.cross_v if t is not None)]
         return sum(t.numel() * t.element_size() for t in tensors)
 
@@ -239,6 +267,9 @@ class KVCache:
         else:
             append = True
         inplace = not torch.is_grad_enabled() and not any(t.requires_grad for t in (*self.k, *self.v))
+        if not inplace and self.quantised:
+            raise ConfigError(f"a KV cache stored as {self.kv_dtype!r} is for inference only: this forward call has "
+                              f"grad enabled (the training rollout); use kv_dtype 'auto' for training")
         if not inplace and not self.functional:
             self._to_functional()
         elif inplace and self.functional:
@@ -291,7 +322,13 @@ class KVCache:
                 kb[:, a:b] = k
                 vb[:, a:b] = v
                 return kb[:, :b], vb[:, :b]
-            return write
+            if self.kv_dtype == "auto":
+                return write
+            # another storage format: encode on write, decode the earlier rows on read (sf_core.kv_quant)
+            fmt = kv_quant.resolve(self.kv_dtype, kb.dtype)
+            ks, vs = (self.k_scale[layer], self.v_scale[layer]) if self.quantised else (None, None)
+            stored = kv_quant.stored_source(fmt, kb, vb, ks, vs, a, b)
+            return lambda k, v: stored(k, v) if fmt.quantised or kb.dtype != k.dtype else write(k, v)
         past_k, past_v = kb[:, :a], vb[:, :a]
         return lambda k, v: (torch.cat([past_k, k], 1), torch.cat([past_v, v], 1))
 
@@ -344,13 +381,6 @@ class KVCache:
         self.end_frame = 0
         self._plan = None
 
-    def _set_length(self, length: int) -> None:
-        if self.functional:
-            b = length * self.tokens_per_frame
-            self.k = [x[:, :b] for x in self.k]
-            self.v = [x[:, :b] for x in self.v]
-        self.length = length
-
     # ------------------------------------------------------------------ cross-attention cache
     def cross(self, layer: int, key: object) -> tuple[torch.Tensor, torch.Tensor] | None:
         if self.cross_key is not key or torch.is_grad_enabled():
@@ -374,63 +404,9 @@ class KVCache:
 
     # ------------------------------------------------------------------ views and internals
     def valid(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(k, v) rows of the valid frames of one layer."""
+        """(k, v) rows of the valid frames of one layer (a quantised cache decodes them to float32)."""
         b = self.length * self.tokens_per_frame
+        if self.quantised:
+            return (kv_quant.dequantise(self.k[layer][:, :b], self.k_scale[layer][:, :b], torch.float32),
+                    kv_quant.dequantise(self.v[layer][:, :b], self.v_scale[layer][:, :b], torch.float32))
         return self.k[layer][:, :b], self.v[layer][:, :b]
-
-    def _carry_grad(self, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
-        if not old.requires_grad or self.grad_mode == "detach":
-            return new.detach()
-        return new.detach() + (old - old.detach())
-
-    def _shift(self, sink: int, n_ev: int, n_roll: int, inplace: bool) -> None:
-        t = self.tokens_per_frame
-        s0, src0, n = sink * t, (sink + n_ev) * t, n_roll * t
-        for is_key, bufs in ((True, self.k), (False, self.v)):
-            for i, buf in enumerate(bufs):
-                moved = buf[:, src0:src0 + n]
-                if is_key and self.relative:  # the rows move n_ev slots left: re-rope them n_ev frames back
-                    moved = shift_time(moved, -n_ev, t)
-                if inplace:
-                    buf[:, s0:s0 + n] = moved.clone()
-                else:
-                    with torch.enable_grad():
-                        bufs[i] = torch.cat([buf[:, :s0], moved], 1)
-
-    def _rebase(self, inplace: bool) -> None:
-        """Switch to relative positions: re-rope each valid frame's keys from its absolute frame to its slot."""
-        t = self.tokens_per_frame
-        delta = torch.tensor([slot - p for slot, p in enumerate(self.positions[:self.length])], dtype=torch.float64)
-        if self.length and bool((delta != 0).any()):
-            for i, buf in enumerate(self.k):
-                rows = shift_time(buf[:, :self.length * t], delta, t)
-                if inplace:
-                    buf[:, :self.length * t] = rows
-                else:
-                    self.k[i] = torch.cat([rows, buf[:, self.length * t:]], 1)
-        self.relative = True
-
-    def _grow(self, frames: int) -> None:
-        t = self.tokens_per_frame
-        new_cap = max(frames, math.ceil(self.capacity * 1.5))
-        for bufs in (self.k, self.v):
-            for i, buf in enumerate(bufs):
-                nb = buf.new_zeros((buf.shape[0], new_cap * t, *buf.shape[2:]))
-                nb[:, :buf.shape[1]] = buf
-                bufs[i] = nb
-
-    def _to_functional(self) -> None:
-        b = self.length * self.tokens_per_frame
-        self.k = [x[:, :b] for x in self.k]
-        self.v = [x[:, :b] for x in self.v]
-        self.functional = True
-
-    def _to_buffers(self) -> None:
-        cap = self.window_frames if self.rolling else max(self.length, 1)
-        rows = cap * self.tokens_per_frame
-        for bufs in (self.k, self.v):
-            for i, x in enumerate(bufs):
-                nb = x.new_zeros((x.shape[0], rows, *x.shape[2:]))
-                nb[:, :x.shape[1]] = x.detach()
-                bufs[i] = nb
-        self.functional = False

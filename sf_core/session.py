@@ -23,6 +23,7 @@ from .config import ROPE_MAX_POSITIONS, CausalConfig, ConfigError
 from .denoiser import Denoiser
 from .forward import model_dims
 from .kv_cache import ROPE_MODES, KVCache
+from .kv_quant import check_kv_dtype
 from .prompts import PromptSchedule
 from .schedule import DEFAULT_STEPS, FlowSchedule, parse_steps
 
@@ -58,7 +59,9 @@ class SamplingSettings:
     context pass that commits a chunk (0 = clean, as the official inference); context_renoise: re-noise the
     chunk to context_t first (as the training rollout). positions: RoPE frame positions of a rolling cache
     (`sf_core.kv_cache`): "auto" (absolute, as the official code, until the 1024-frame table would be passed,
-    then relative to the cache), "absolute" (stops at 1024 latent frames) or "relative" (from the start)."""
+    then relative to the cache), "absolute" (stops at 1024 latent frames) or "relative" (from the start).
+    kv_dtype: storage of the KV cache (`sf_core.kv_quant`): "auto" (the compute dtype), "fp32", "bf16", "fp16",
+    "int8" or "fp8" (8-bit codes with per-token, per-head scales: about half the memory of bf16)."""
 
     steps: tuple[int, ...] = DEFAULT_STEPS
     shift: float = 5.0
@@ -67,8 +70,10 @@ class SamplingSettings:
     context_renoise: bool = False
     causal: CausalConfig = field(default_factory=default_causal)
     positions: str = "auto"
+    kv_dtype: str = "auto"
 
     def __post_init__(self) -> None:
+        check_kv_dtype(self.kv_dtype)
         object.__setattr__(self, "steps", tuple(parse_steps(list(self.steps))))
         if self.positions not in ROPE_MODES:
             raise ConfigError(f"positions must be one of {ROPE_MODES}, got {self.positions!r}")
@@ -235,7 +240,8 @@ def new_session(model, prompts: PromptSchedule | torch.Tensor, *, latent_hw: tup
     tpf = (h // ph) * (w // pw)
     cache = KVCache.for_config(settings.causal, num_layers=ident["num_layers"], num_heads=ident["num_heads"],
                                head_dim=ident["dim"] // ident["num_heads"], tokens_per_frame=tpf, batch=batch,
-                               frames=TRAINING_FRAMES, dtype=dtype, device=device, rope_mode=settings.rope_mode)
+                               frames=TRAINING_FRAMES, dtype=dtype, device=device, rope_mode=settings.rope_mode,
+                               kv_dtype=settings.kv_dtype)
     gen = torch.Generator("cpu").manual_seed(int(seed))
     return Session(settings=settings, cache=cache, prompts=prompts, generator=gen, batch=batch, latent_hw=(h, w),
                    channels=ident["in_dim"], model_id=ident, seed=int(seed), dtype=dtype)
