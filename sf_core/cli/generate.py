@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from ..config import ROPE_MAX_POSITIONS, ConfigError
+from ..kv_quant import KV_DTYPES
 from ..fileio import atomic_path, check_writable
 from ..pipeline import Bundle, ChunkResult, generate
 from ..prompts import SWITCH_POLICIES, PromptError, PromptSchedule
@@ -79,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     rt.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     rt.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
                     help="compute dtype (auto: bf16 on CUDA, fp32 on CPU)")
+    rt.add_argument("--kv-dtype", choices=KV_DTYPES, help="KV-cache storage: auto (the compute dtype), fp32, bf16, "
+                    "fp16, or int8 / fp8 (8-bit, about half the memory of bf16; small error)")
     rt.add_argument("--attention", default="sdpa", choices=("sdpa", "sage", "auto"))
     rt.add_argument("--threads", type=int, help="torch CPU threads")
     out = p.add_argument_group("output")

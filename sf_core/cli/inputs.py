@@ -140,6 +140,8 @@ def settings_from_args(args, base: SamplingSettings) -> SamplingSettings:
         causal = CausalConfig(chunk_frames=chunk, independent_first_frame=first, window_frames=window,
                               sink_frames=sink)
     kw = {"causal": causal}
+    if getattr(args, "kv_dtype", None):
+        kw["kv_dtype"] = args.kv_dtype
     if args.steps:
         kw["steps"] = tuple(parse_steps(args.steps))
     if args.shift is not None:
