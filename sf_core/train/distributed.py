@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime
 import logging
 import os
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -129,6 +130,12 @@ def parallelize(model: nn.Module, info: DistInfo, cfg: DistConfig, mesh=None, *,
         return model
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
+    # FSDP2 warns when a unit returns a view (an in-place op on it would skip the all-gather before backward).
+    # Ours do (the K/V unit's and each block's `.view` to heads, the root's unpatchified output) but nothing
+    # modifies them in place, so the gradients are right (2 processes == 1: tests/test_train_dist.py); a
+    # clone per block to silence it would cost memory. Only this message is filtered (docs/training.md).
+    warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module \(.*\) returned a view tensor",
+                            category=UserWarning)
     mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16 if cfg.mixed_precision else None,
                               reduce_dtype=torch.float32, cast_forward_inputs=False)
     mesh = mesh if mesh is not None else make_mesh(info, cfg)
