@@ -16,6 +16,7 @@ if _PACK_ROOT not in sys.path:
 
 from comfy_api.latest import ComfyExtension, io  # noqa: E402
 
+from .context import ExtendVideo, ImageToVideo  # noqa: E402
 from .decode import StreamingDecode  # noqa: E402
 from .live import LiveStreamNode  # noqa: E402
 from .loaders import DownloadCheckpoint, LoadCheckpoint, LoadConditioning, LoadPreviewDecoder  # noqa: E402
@@ -33,6 +34,8 @@ NODES: list[type[io.ComfyNode]] = [
     LoadPreviewDecoder,
     CausalSampler,
     LiveStreamNode,
+    ImageToVideo,
+    ExtendVideo,
     PromptScheduleNode,
     StreamingDecode,
     ContinueSession,

@@ -54,7 +54,7 @@ def pick_decoder(vae=None, decoder=None) -> HostDecoder | None:
     if decoder is not None:
         return decoder if isinstance(decoder, HostDecoder) else HostDecoder(decoder)
     if vae is not None:
-        return from_host_vae(vae)
+        return vae if isinstance(vae, HostDecoder) else from_host_vae(vae)
     return None
 
 
