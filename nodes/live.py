@@ -26,7 +26,7 @@ from . import host, live_routes, types
 from .decoders import pick_decoder
 from .inputs import DEFAULT_SHIFT, DEFAULT_TIMESTEPS, causal_config, latent_shape, parse_timesteps, resolve_shift
 from .runner import session_to
-from .sampler import MAX_SEED, text_dim_of
+from .sampler import MAX_SEED, kv_dtype_input, text_dim_of
 from .streaming import LiveStream, frames_to_image
 
 log = logging.getLogger("selfforcing.nodes")
@@ -107,6 +107,7 @@ class LiveStreamNode(io.ComfyNode):
                 types.Session.Input("session", optional=True,
                                     tooltip="Continue this session's video live (from SF Causal Sampler, SF Load "
                                             "Session, or an earlier live run)."),
+                kv_dtype_input(),
             ],
             outputs=[
                 io.Video.Output(display_name="video", tooltip="The finished mp4 (also saved in the output folder)."),
@@ -125,7 +126,8 @@ class LiveStreamNode(io.ComfyNode):
     @classmethod
     def execute(cls, model, clip, prompt, width, height, seed, timesteps, warp_timesteps, shift, chunk_frames,
                 window_frames, sink_frames, positions, fps, max_chunks, max_minutes, keep_last_frames,
-                filename_prefix, latent=None, vae=None, preview_decoder=None, session=None) -> io.NodeOutput:
+                filename_prefix, latent=None, vae=None, preview_decoder=None, session=None,
+                kv_cache_dtype="auto") -> io.NodeOutput:
         node_id = cls.hidden.unique_id if cls.hidden is not None else None
         text = (prompt or "").strip()
         if not text:
@@ -157,7 +159,7 @@ class LiveStreamNode(io.ComfyNode):
             causal = causal_config(chunk_frames, window_frames, sink_frames)
             settings = SamplingSettings(steps=parse_timesteps(timesteps), warp=bool(warp_timesteps),
                                         shift=resolve_shift(shift, host.model_shift(model)), causal=causal,
-                                        positions=positions)
+                                        positions=positions, kv_dtype=kv_cache_dtype or "auto")
             _, _, _, h, w = latent_shape(latent, width, height, 1, 1, int(dm.patch_embedding.weight.shape[1]))
             sess = new_session(loaded.module, ctx0, latent_hw=(h, w), seed=int(seed), settings=settings,
                                dtype=loaded.dtype, device=loaded.device)
