@@ -415,3 +415,13 @@ def test_ctrl_c_anywhere_leaves_a_session_that_matches_the_video(tmp_path, emb, 
     got = torch.cat([load_file(str(tmp_path / n))["latents"] for n in ("a.st", "b.st")], dim=2)
     assert torch.equal(got, whole)
     assert (read_video(part) == read_video(full)).all()  # crf 0: the appended file is exactly one run's video
+
+
+def test_ctrl_c_while_loading_exits_130_without_files(tmp_path, capsys, monkeypatch):
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(inputs, "load_bundle", interrupted)
+    code, io = run(["--model", "toy", "--prompt", "a red square", "-o", str(tmp_path / "v.mp4"), "--save-session",
+                    str(tmp_path / "s.st"), "-q"], capsys)
+    assert code == 130 and "nothing was written" in io.err and list(tmp_path.iterdir()) == []

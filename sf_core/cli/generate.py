@@ -108,6 +108,9 @@ def main(argv: list[str] | None = None, bundle: Bundle | None = None) -> int:
     except (ConfigError, PromptError, SessionError, NonFiniteError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # while loading, before any chunk (during generation run() handles it)
+        print("\ninterrupted before generating: nothing was written", file=sys.stderr)
+        return 130
 
 
 def run(args, bundle: Bundle | None = None) -> int:
