@@ -208,7 +208,8 @@ def run(args, bundle: Bundle | None = None) -> int:
             if writer is None:
                 raise
             writer.abort()  # no broken video under the output name
-            raise OSError(f"writing the video {args.output} failed ({exc}); nothing was kept") from exc
+            print(f"error: writing the video {args.output} failed ({exc}); nothing was kept", file=sys.stderr)
+            return 1
         except BaseException:
             if writer is not None:
                 writer.abort()
@@ -299,8 +300,15 @@ def check_space(args, session, n_latent: int) -> None:
     for parent, n, paths in per_disk.values():
         free = shutil.disk_usage(parent).free
         if n > free:
-            raise ConfigError(f"{', '.join(paths)} need about {n / 2**30:.2f} GiB but {parent} has "
-                              f"{free / 2**30:.2f} GiB free; free some space or write them elsewhere")
+            raise ConfigError(f"{', '.join(paths)} need about {_size(n)} but {parent} has {_size(free)} free; "
+                              f"free some space or write them elsewhere")
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
 
 
 def write_outputs(args, session, writer, stats: dict) -> set[str]:
