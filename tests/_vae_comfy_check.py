@@ -87,8 +87,40 @@ def main() -> None:
         res["encode_shape"] = [list(comfy_mu.shape), list(ours_mu.shape)]
         res["encode_diff"] = (comfy_mu - ours_mu).abs().max().item()
         res["encode_scale"] = ours_mu.std().item()
+        # image to video: the node's encode through ComfyUI's VAE vs our encoder, committed into a session
+        res.update(_image_path(vae, ours, g))
     res["seconds"] = round(time.time() - t0, 1)
     print(json.dumps(res))
+
+
+def _image_path(vae, ours, g) -> dict:
+    import importlib.util
+
+    # the pack's `nodes` package, under another name (ComfyUI has a `nodes` module of its own)
+    spec = importlib.util.spec_from_file_location("sf_pack_nodes", ROOT / "nodes" / "__init__.py",
+                                                  submodule_search_locations=[str(ROOT / "nodes")])
+    pack = importlib.util.module_from_spec(spec)
+    sys.modules["sf_pack_nodes"] = pack
+    spec.loader.exec_module(pack)
+    from sf_pack_nodes.context import encode_frames, rgb_frames
+    from sf_core.config import WanConfig
+    from sf_core.context_frames import commit_frames, frames_settings
+    from sf_core.model import WanTransformer, randomize_weights
+    from sf_core.session import SamplingSettings, new_session
+
+    rgba = torch.rand(1, 16, 16, 4, generator=g)  # an RGBA image: the alpha is dropped
+    z_comfy = encode_frames(rgb_frames(rgba), vae=vae)
+    z_ours = ours.encode(rgba[..., :3].permute(3, 0, 1, 2).unsqueeze(0) * 2 - 1)
+    model = randomize_weights(WanTransformer(WanConfig.tiny()), seed=0).eval()
+    caches = []
+    for z in (z_comfy, z_ours):
+        s = new_session(model, torch.randn(1, 5, 32, generator=torch.Generator().manual_seed(1)), latent_hw=(2, 2),
+                        settings=frames_settings(SamplingSettings()))
+        commit_frames(model, s, z)
+        caches.append([t for i in range(s.cache.num_layers) for t in s.cache.valid(i)])
+    return {"i2v_latent_shape": list(z_comfy.shape), "i2v_latent_diff": (z_comfy - z_ours).abs().max().item(),
+            "i2v_cache_diff": max((a - b).abs().max().item() for a, b in zip(*caches)),
+            "i2v_cache_scale": caches[0][0].std().item()}
 
 
 if __name__ == "__main__":

@@ -57,3 +57,11 @@ def test_comfy_vae_streams_like_its_full_decode(result):
     assert result["stream_frames"] == [1, 8]
     assert result["stream_vs_vae_decode"] <= TOL
     assert result["stream_vs_ours"] <= TOL
+
+
+def test_image_to_video_encode_through_comfys_vae_gives_our_cache(result):
+    """The image path of SF Image to Video (ComfyUI's VAE.encode, RGBA dropped to RGB) and our encoder give the
+    same first latent frame and, committed into a tiny Wan session, the same KV-cache contents."""
+    assert result["i2v_latent_shape"] == [1, 16, 1, 2, 2]
+    assert result["i2v_latent_diff"] <= TOL and result["i2v_cache_diff"] <= 1e-4
+    assert result["i2v_cache_scale"] > 0.01
