@@ -294,7 +294,7 @@ def test_no_output_at_all_is_refused_before_any_work(tmp_path, capsys):
     assert code == 2 and "nothing would be kept" in io.err, io.err
 
 
-# ------------------------------------------------------------------------------------------ item 10: inputs and resumed videos
+# ---------------------------------------------------------------------------- item 10: inputs and resumed videos
 def test_an_output_that_is_an_input_or_another_output_is_refused(tmp_path, emb, capsys):
     sess = tmp_path / "s.st"
     sess.write_bytes(b"not read: the check comes first")
@@ -329,8 +329,8 @@ def test_resume_does_not_overwrite_the_original_video(tmp_path, emb, capsys):
     code, io = run(_files_argv(emb, "--latent-frames", "3", "--resume", str(sess), "-o", str(other), "--append"),
                    capsys, stub_bundle(b.transformer))
     assert code == 2 and "has 9 frames, but this session continues a video of 21 frames" in io.err, io.err
-    assert probe_video(other)["frames"] == 9 and sorted(p.name for p in tmp_path.glob("*.mp4")) == ["base.mp4",
-                                                                                                    "other.mp4"]
+    mp4s = sorted(p.name for p in tmp_path.glob("*.mp4"))
+    assert probe_video(other)["frames"] == 9 and mp4s == ["base.mp4", "other.mp4"]
     # the continuation alone to a new file; the session updated in place; then appended to the original
     code, io = run(_files_argv(emb, "--latent-frames", "3", "--resume", str(sess), "-o", str(tmp_path / "c.mp4"),
                                "--save-session", str(sess)), capsys, stub_bundle(b.transformer))
