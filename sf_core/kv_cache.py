@@ -299,6 +299,12 @@ class KVCache(KVRows):
         rope_start = write_start if self.relative else start_frame
         self._plan = _Plan(start_frame, n, append, write_start, new_length, inplace, rope_start)
 
+    def use_relative(self) -> None:
+        """Switch an "auto" cache to relative positions now (one re-rope of the valid rows). For a sampler whose
+        queries run ahead of the committed frames (Rolling Forcing's window) before they pass the RoPE table."""
+        if self.rope_mode == "auto" and not self.relative:
+            self._rebase(not self.functional)
+
     @property
     def rope_start(self) -> int:
         """RoPE position of the first frame of the call planned by `begin` (its absolute frame, or its slot)."""

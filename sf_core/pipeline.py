@@ -29,8 +29,10 @@ from .config import ROPE_MAX_POSITIONS, ConfigError, plan_chunks
 from .denoiser import Denoiser
 from .prompts import PromptSchedule
 from .rope import RopePositionError
+from .recache import recache
+from .rolling import rolling_step
 from .sampler import NonFiniteError, StepInfo, generator_noise, step_chunk
-from .session import SamplingSettings, Session, SessionError, recommit
+from .session import SamplingSettings, Session, SessionError
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +91,7 @@ class SessionStepper:
         st = session.settings
         self.den = Denoiser(model, st.schedule, context=None, dtype=session.dtype, backend=backend)
         self.timesteps = st.timesteps()
+        self.first_timesteps = st.timesteps(first=True)
         self.noise_fn = generator_noise(session.generator, session.dtype, session.device)
         self._prepared: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None)
         if decoder is not None and session.decoded_frames != session.next_frame:
@@ -131,17 +134,25 @@ class SessionStepper:
             with torch.no_grad():
                 if (switched and session.prompts.policy == "recache") or session.cache_stale:
                     session.cache_stale = True
-                    frames_held = sorted(session.held)
-                    if frames_held:
-                        lat = torch.stack([session.held[f] for f in frames_held], dim=2)
-                        recommit(self.den, session.cache, frames_held, lat, st.causal, st.context_t)
+                    recache(self.den, session)  # the family's way (sf_core.recache)
                     session.cache_stale = False
-                x = noise if noise is not None else self.noise_fn((b, c, e - s, h, w))
-                x = x.to(device=session.device, dtype=session.dtype)
                 cb = None if on_step is None else (
                     lambda i, t, x0_, _ci=ci, _s=s: on_step(StepInfo(_ci, i, _s, t, x0_)))
-                x0 = step_chunk(self.den, session.cache, x, s, self.timesteps, self.noise_fn,
-                                context_t=st.context_t, context_renoise=st.context_renoise, callback=cb)
+                pending = session.pending
+                if st.sampler == "rolling":  # Rolling Forcing: windows until this chunk is finished
+                    if noise is not None:
+                        raise ConfigError("the rolling sampler draws each chunk's noise when the chunk enters its "
+                                          "window; initial noise cannot be given")
+                    x0, pending = rolling_step(self.den, session.cache, pending, s, self.timesteps, self.noise_fn,
+                                               chunk_frames=e - s, chunk_shape=(b, c, h, w),
+                                               context_t=st.context_t, callback=cb)
+                else:
+                    x = noise if noise is not None else self.noise_fn((b, c, e - s, h, w))
+                    x = x.to(device=session.device, dtype=session.dtype)
+                    first = st.first_steps is not None and session.cache.length == 0  # Causal Forcing++
+                    x0 = step_chunk(self.den, session.cache, x, s, self.first_timesteps if first else self.timesteps,
+                                    self.noise_fn, context_t=st.context_t, context_renoise=st.context_renoise,
+                                    callback=cb)
                 frames, dstate = (None, None)
                 if self.decoder is not None:
                     frames, dstate = self.decoder.decode_chunk(x0, session.decoder_state)
@@ -156,7 +167,7 @@ class SessionStepper:
             raise
         # the chunk is done: record it (from here on an exception leaves a consistent, advanced session)
         session.record_chunk(s, x0)
-        session.next_frame, session.chunk_index, session.context = e, ci + 1, src
+        session.next_frame, session.chunk_index, session.context, session.pending = e, ci + 1, src, pending
         if self.decoder is not None:
             session.decoder_state, session.decoded_frames = dstate, e
         if session.device.type == "cuda":

@@ -30,6 +30,8 @@ from .schedule import DEFAULT_STEPS, FlowSchedule, parse_steps
 log = logging.getLogger(__name__)
 
 TRAINING_FRAMES = 21  # latent frames Self Forcing is trained on (81 video frames)
+SAMPLERS = ("chunk", "rolling")
+RECACHE_MODES = ("chunks", "window")
 
 
 class SessionError(ValueError):
@@ -71,10 +73,28 @@ class SamplingSettings:
     causal: CausalConfig = field(default_factory=default_causal)
     positions: str = "auto"
     kv_dtype: str = "auto"
+    # Checkpoint families (`sf_core.families`): sampler "chunk" (one chunk at a time) or "rolling" (Rolling
+    # Forcing's joint window, `sf_core.rolling`); first_steps: the steps of a chunk started on an empty cache
+    # (Causal Forcing++ 1/2-step models use 4 there); recache: how a prompt switch recomputes the cache,
+    # "chunks" (each cached chunk, causally) or "window" (LongLive: the window in one pass, sink kept).
+    sampler: str = "chunk"
+    first_steps: tuple[int, ...] | None = None
+    recache: str = "chunks"
+    family: str = ""
 
     def __post_init__(self) -> None:
         check_kv_dtype(self.kv_dtype)
         object.__setattr__(self, "steps", tuple(parse_steps(list(self.steps))))
+        if self.first_steps is not None:
+            object.__setattr__(self, "first_steps", tuple(parse_steps(list(self.first_steps))))
+        if self.sampler not in SAMPLERS:
+            raise ConfigError(f"sampler must be one of {SAMPLERS}, got {self.sampler!r}")
+        if self.recache not in RECACHE_MODES:
+            raise ConfigError(f"recache must be one of {RECACHE_MODES}, got {self.recache!r}")
+        if self.sampler == "rolling" and not (self.causal.rolling and
+                                              self.causal.window_frames > self.causal.chunk_frames):
+            raise ConfigError("the rolling sampler (Rolling Forcing) needs a rolling KV cache larger than one chunk "
+                              f"(its preset: window 24, sink 3 latent frames), got window {self.causal.window_frames}")
         if self.positions not in ROPE_MODES:
             raise ConfigError(f"positions must be one of {ROPE_MODES}, got {self.positions!r}")
         if self.positions == "relative" and not self.causal.rolling:
@@ -94,15 +114,17 @@ class SamplingSettings:
         """The cache's RoPE mode: `positions` on a rolling window, absolute for a global cache."""
         return self.positions if self.causal.rolling else "absolute"
 
-    def timesteps(self) -> torch.Tensor:
-        """The per-step timesteps (float32)."""
+    def timesteps(self, first: bool = False) -> torch.Tensor:
+        """The per-step timesteps (float32); first=True: those of a chunk started on an empty cache."""
+        steps = self.first_steps if (first and self.first_steps) else self.steps
         if self.warp:
-            return self.schedule.warp(self.steps)
-        return torch.tensor(self.steps, dtype=torch.float32)
+            return self.schedule.warp(steps)
+        return torch.tensor(steps, dtype=torch.float32)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["steps"] = list(self.steps)
+        d["first_steps"] = None if self.first_steps is None else list(self.first_steps)
         return d
 
     @classmethod
@@ -110,6 +132,8 @@ class SamplingSettings:
         d = dict(d)
         d["causal"] = CausalConfig.from_dict(d.get("causal", {}))
         d["steps"] = tuple(d.get("steps", DEFAULT_STEPS))
+        if d.get("first_steps") is not None:
+            d["first_steps"] = tuple(d["first_steps"])
         return cls(**d)
 
 
@@ -156,6 +180,9 @@ class Session:
     decoder_state: Any = None
     decoded_frames: int = 0  # latent frames passed through the chunk decoder whose state is held
     cache_stale: bool = False  # a re-cache was interrupted: the cache must be rebuilt from `held` first
+    # rolling sampler: noisy latents [B, C, k, h, w] of the k frames after next_frame already in flight (started,
+    # not finished); None for the chunk sampler and before the first window
+    pending: torch.Tensor | None = None
 
     @property
     def device(self) -> torch.device:
@@ -178,7 +205,8 @@ class Session:
             self, cache=self.cache.to(device, dtype), generator=gen,
             held={f: t.detach().to(device=device, dtype=dtype, copy=True) for f, t in self.held.items()},
             context=None if self.context is None else self.context.detach().to("cpu", copy=True),
-            decoder_state=state_to(self.decoder_state, device), dtype=dtype)
+            decoder_state=state_to(self.decoder_state, device), dtype=dtype,
+            pending=None if self.pending is None else self.pending.detach().to(device=device, dtype=dtype, copy=True))
 
     def reset_shot(self) -> None:
         """Start a new shot: forget the cached frames (the video's frame count and the noise stream go on)."""
@@ -187,6 +215,7 @@ class Session:
         self.held.clear()
         self.context = None
         self.cache_stale = False
+        self.pending = None
 
     def check_model(self, model) -> None:
         """SessionError if `model` is not the shape this session was made with (warning if weights differ)."""
@@ -302,5 +331,5 @@ def recommit(denoiser: Denoiser, cache: KVCache, frames: list[int], latents: tor
         raise RuntimeError(f"re-cache wrote frames {cache.positions}, expected {frames}")
 
 
-__all__ = ["Session", "SessionError", "SamplingSettings", "default_causal", "new_session", "model_identity",
+__all__ = ["Session", "SessionError", "SamplingSettings", "SAMPLERS", "RECACHE_MODES", "default_causal", "new_session", "model_identity",
            "commit_groups", "recommit", "chunk_of", "state_to", "TRAINING_FRAMES"]

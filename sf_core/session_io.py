@@ -3,7 +3,8 @@
 Tensors: `cache.k.<layer>` / `cache.v.<layer>` (the valid rows of the self-attention KV cache; the text's
 cross-attention cache is rebuilt from the conditioning), `rng` (the CPU generator state), `held` (clean latents
 of the cached frames), `context` (the conditioning of the last chunk), `prompt.<i>` (the schedule's
-conditionings), `decoder.<i>` (tensors of the chunk decoder's state). Metadata `sf_session`: everything else
+conditionings), `decoder.<i>` (tensors of the chunk decoder's state), `pending` (the rolling sampler's noisy
+chunks in flight, `sf_core.rolling`). Metadata `sf_session`: everything else
 (format version, sampling settings, model identity, sizes, positions, schedule, decoder-state structure).
 
 `include_cache=False` writes a small file without the KV cache; loading it recomputes the cache from the held
@@ -49,6 +50,8 @@ def save_session(session: Session, path: str | Path, *, include_cache: bool = Tr
         tensors["held"] = torch.stack([session.held[f] for f in held_frames], dim=2)
     if session.context is not None:
         tensors["context"] = session.context
+    if session.pending is not None:  # the rolling sampler's chunks in flight
+        tensors["pending"] = session.pending
     for i, e in enumerate(session.prompts.entries):
         tensors[f"prompt.{i}"] = e.context
     decoder_spec = _pack(session.decoder_state, "decoder", tensors)
@@ -130,7 +133,8 @@ def _build(meta: dict, tensors: dict[str, torch.Tensor], model, device, backend:
                       channels=int(meta["channels"]), model_id=meta["model"], seed=int(meta["seed"]), dtype=dtype,
                       next_frame=int(meta["next_frame"]), chunk_index=int(meta["chunk_index"]), held=held,
                       context=context, decoder_state=_unpack(meta["decoder"], "decoder", tensors, device),
-                      decoded_frames=int(meta["decoded_frames"]), cache_stale=bool(meta.get("cache_stale")))
+                      decoded_frames=int(meta["decoded_frames"]), cache_stale=bool(meta.get("cache_stale")),
+                      pending=tensors["pending"].to(device=device, dtype=dtype) if "pending" in tensors else None)
     if model is not None:
         session.check_model(model)
     if not cm["included"] and held_frames:
