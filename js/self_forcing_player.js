@@ -1,155 +1,109 @@
-// Self Forcing live player: plays the chunks of a video while the graph is still running.
+// Self Forcing player: plays the chunks of a video while the graph is still running, and steers live streams.
 //
-// The sampler / continue / decode nodes write each decoded chunk as a JPEG strip to the temp folder and send
-// `selfforcing.chunk` events (nodes/streaming.py). This extension gives those nodes a player widget that loads
-// the strips, queues their frames (lib/frame_queue.js) and shows them at the chosen FPS (lib/pacing.js).
-// The finished video stays in the player and loops until the next run.
+// The sampler / continue / decode / live nodes write each decoded chunk as a JPEG strip to the temp folder and
+// send `selfforcing.*` events (nodes/streaming.py, docs/comfyui.md). This extension gives those nodes a player
+// widget from the moment they are created (js/lib/player.js), routes the events and the run status to it, keeps
+// the node's own preview image from repeating the player's frames, and greys out the sampler's size widgets
+// while a latent input decides the size.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
-import { EVENT_PREFIX, parseChunk, parseEnd, parseStart, stripFrames, viewPath } from "./lib/events.js";
-import { VideoBuffer } from "./lib/frame_queue.js";
-import { Pacer } from "./lib/pacing.js";
+import { EVENT_PREFIX, parseChunk, parseEnd, parseLiveState, parseStart } from "./lib/events.js";
+import { Player } from "./lib/player.js";
 
-const PLAYER_NODES = new Set(["SF_CausalSampler", "SF_ContinueSession", "SF_StreamingDecode"]);
-const players = new Map(); // node id (string) -> Player
+const EXTENSION = "selfforcing.live_player";
+const PLAYER_NODES = new Set(["SF_CausalSampler", "SF_ContinueSession", "SF_StreamingDecode", "SF_LiveStream"]);
+const LIVE_NODES = new Set(["SF_LiveStream"]);
+const SIZE_WIDGETS = ["width", "height", "length", "batch_size"]; // SF_CausalSampler: unused with a latent
+const PREVIEW_WIDGET = "$$canvas-image-preview";
+const players = new Map(); // node id (string) -> Player, for the current graph
 
-class Player {
-  constructor(node) {
-    this.node = node;
-    this.buffer = new VideoBuffer();
-    this.pacer = new Pacer(16, { prebuffer: 4, loop: true });
-    this.playing = true;
-    this.root = document.createElement("div");
-    this.root.className = "selfforcing-player";
-    this.root.style.cssText = "display:flex;flex-direction:column;gap:4px;width:100%;height:100%;";
-    this.canvas = document.createElement("canvas");
-    this.canvas.width = 320;
-    this.canvas.height = 180;
-    this.canvas.style.cssText = "width:100%;flex:1;min-height:100px;background:#111;object-fit:contain;";
-    const bar = document.createElement("div");
-    bar.style.cssText = "display:flex;gap:6px;align-items:center;font:11px sans-serif;color:#ccc;";
-    this.button = document.createElement("button");
-    this.button.textContent = "pause";
-    this.button.onclick = () => this.toggle();
-    this.fpsInput = document.createElement("input");
-    this.fpsInput.type = "number";
-    this.fpsInput.min = "1";
-    this.fpsInput.max = "60";
-    this.fpsInput.value = "16";
-    this.fpsInput.title = "playback frames per second";
-    this.fpsInput.style.width = "44px";
-    this.fpsInput.onchange = () => this.setFps(Number(this.fpsInput.value));
-    this.status = document.createElement("span");
-    this.status.className = "selfforcing-status";
-    this.status.textContent = "waiting for chunks";
-    bar.append(this.button, this.fpsInput, document.createTextNode("fps"), this.status);
-    this.root.append(this.canvas, bar);
-    this.userFps = false;
-    this.raf = null;
-  }
+const host = {
+  apiURL: (path) => api.apiURL(path),
+  async post(route, body) {
+    const r = await api.fetchApi(route, { method: "POST", headers: { "Content-Type": "application/json" },
+                                          body: JSON.stringify(body) });
+    let json = null;
+    try { json = await r.json(); } catch { /* an empty or non-JSON body */ }
+    return { status: r.status, json };
+  },
+};
 
-  setFps(fps) {
-    if (fps > 0) {
-      this.pacer.setFps(fps);
-      this.userFps = true;
-    }
-  }
+function typeOf(node) { return node?.comfyClass ?? node?.type; }
 
-  toggle() {
-    this.playing = !this.playing;
-    this.button.textContent = this.playing ? "pause" : "play";
-    if (this.playing) {
-      this.pacer.t0 = null; // resume from the current frame
-      this.schedule();
-    }
-  }
-
-  start(info) {
-    this.buffer.reset(info.stream, info);
-    this.endInfo = null;
-    this.progress = null;
-    this.pacer.restart();
-    if (!this.userFps) {
-      this.pacer.setFps(info.fps);
-      this.fpsInput.value = String(info.fps);
-    }
-    this.status.textContent = `generating (${info.source})`;
-    this.schedule();
-  }
-
-  addChunk(chunk) {
-    if (this.buffer.stream !== chunk.stream) this.start({ ...chunk, source: chunk.source });
-    const img = new Image();
-    img.onload = () => {
-      this.buffer.add(chunk, stripFrames(chunk), img);
-      if (this.canvas.width !== chunk.width || this.canvas.height !== chunk.height) {
-        this.canvas.width = chunk.width;
-        this.canvas.height = chunk.height;
-      }
-      const total = chunk.totalChunks ? `/${chunk.totalChunks}` : "";
-      this.progress = `chunk ${chunk.chunk + 1}${total} · ${this.buffer.available} frames` +
-        (chunk.elapsed !== null ? ` · ${chunk.elapsed.toFixed(1)} s` : "");
-      this.renderStatus();
-      this.schedule();
-    };
-    img.src = api.apiURL(viewPath(chunk.image));
-  }
-
-  end(info) {
-    this.buffer.end(info);
-    this.endInfo = info;
-    this.renderStatus();
-    this.schedule();
-  }
-
-  renderStatus() {
-    const info = this.endInfo;
-    if (info && info.stream === this.buffer.stream) {
-      // the last strips may still be loading when the stream ends: count what the stream announced
-      const frames = info.frames ?? this.buffer.available;
-      this.status.textContent = info.status === "done"
-        ? `done · ${frames} frames${info.elapsed !== null ? ` in ${info.elapsed.toFixed(1)} s` : ""}`
-        : `${info.status} after ${frames} frames`;
-    } else if (this.progress) {
-      this.status.textContent = this.progress;
-    }
-  }
-
-  schedule() {
-    if (this.raf === null && this.playing) this.raf = requestAnimationFrame((t) => this.draw(t));
-  }
-
-  draw(now) {
-    this.raf = null;
-    const k = this.pacer.tick(now, this.buffer.available, this.buffer.ended);
-    if (k >= 0) {
-      const f = this.buffer.frames[k];
-      const ctx = this.canvas.getContext("2d");
-      ctx.drawImage(f.payload, f.sx, f.sy, f.width, f.height, 0, 0, this.canvas.width, this.canvas.height);
-      this.canvas.dataset.frame = String(k);
-      this.canvas.dataset.frames = String(this.buffer.available);
-    }
-    if (this.playing && this.buffer.available > 0) this.schedule();
-  }
+function attachPlayer(node) {
+  if (node.sfPlayer || !PLAYER_NODES.has(typeOf(node))) return node.sfPlayer ?? null;
+  const player = new Player(node, host, { live: LIVE_NODES.has(typeOf(node)) });
+  node.sfPlayer = player;
+  node.addDOMWidget("selfforcing_player", "selfforcing_player", player.root, {
+    serialize: false, hideOnZoom: false, getMinHeight: () => player.minHeight,
+  });
+  const onRemoved = node.onRemoved;
+  node.onRemoved = function (...args) {
+    player.destroy();
+    for (const [k, p] of players) if (p === player) players.delete(k);
+    return onRemoved?.apply(this, args);
+  };
+  return player;
 }
 
 function playerFor(nodeId) {
   const key = String(nodeId);
-  if (players.has(key)) return players.get(key);
-  const node = app.graph?.getNodeById?.(Number(nodeId));
-  if (!node || !PLAYER_NODES.has(node.comfyClass ?? node.type)) return null;
-  const player = new Player(node);
-  // a fixed height band: the node's own preview image (progress previews) is laid out below it, not over it
-  node.addDOMWidget("selfforcing_player", "selfforcing_player", player.root, {
-    serialize: false, hideOnZoom: false, getMinHeight: () => 200, getMaxHeight: () => 320,
-  });
-  node.setSize?.([Math.max(node.size[0], 340), node.size[1] + 260]);
-  players.set(key, player);
+  const node = app.graph?.getNodeById?.(nodeId) ?? app.graph?.getNodeById?.(Number(nodeId));
+  const player = node ? attachPlayer(node) : null;
+  if (player) players.set(key, player);
   return player;
 }
 
+/** The sampler's width/height/length/batch_size do nothing while a LATENT is connected: show them disabled. */
+function syncSizeWidgets(node) {
+  if (typeOf(node) !== "SF_CausalSampler") return;
+  const latent = node.inputs?.find((i) => i.name === "latent");
+  const linked = latent?.link != null;
+  for (const w of node.widgets ?? []) {
+    if (SIZE_WIDGETS.includes(w.name)) {
+      w.disabled = linked;
+      w.tooltip = linked ? "set by the connected latent" : undefined;
+    }
+  }
+  node.setDirtyCanvas?.(true, false);
+}
+
+/** The player follows the node's fps and live_preview widgets (at load, and when the user changes them). */
+function syncPlayerWidgets(node, hook = false) {
+  const player = node.sfPlayer;
+  if (!player) return;
+  for (const w of node.widgets ?? []) {
+    if (w.name !== "fps" && w.name !== "live_preview") continue;
+    const apply = () => {
+      if (w.name === "fps") player.setDefaultFps(Number(w.value));
+      else player.setLivePreview(w.value !== false);
+    };
+    apply();
+    if (hook && !w.sfHooked) {
+      w.sfHooked = true;
+      const cb = w.callback;
+      w.callback = function (...args) {
+        const r = cb?.apply(this, args);
+        apply();
+        node.setSize?.([node.size[0], Math.max(node.size[1], node.computeSize?.()[1] ?? 0)]);
+        return r;
+      };
+    }
+  }
+}
+
+function hidePreview(node) {
+  node.imgs = undefined;
+  const i = node.widgets?.findIndex((w) => w.name === PREVIEW_WIDGET) ?? -1;
+  if (i >= 0) {
+    node.widgets[i].onRemove?.();
+    node.widgets.splice(i, 1);
+  }
+}
+
+/** Listen to a host event ("executing") or one of the pack's (":chunk" -> "selfforcing.chunk"). */
 function on(kind, handler) {
-  api.addEventListener(EVENT_PREFIX + kind, (ev) => {
+  api.addEventListener(kind.startsWith(":") ? EVENT_PREFIX + kind.slice(1) : kind, (ev) => {
     try {
       handler(ev.detail);
     } catch (err) {
@@ -158,15 +112,69 @@ function on(kind, handler) {
   });
 }
 
-app.registerExtension({
-  name: "selfforcing.live_player",
-  async setup() {
-    on("stream_start", (d) => playerFor(d.node)?.start(parseStart(d)));
-    on("chunk", (d) => playerFor(d.node)?.addChunk(parseChunk(d)));
-    on("stream_end", (d) => playerFor(d.node)?.end(parseEnd(d)));
-    api.addEventListener("execution_start", () => {
-      for (const p of players.values()) p.status.textContent = "queued";
-    });
-    window.selfForcingPlayers = players; // for debugging and the browser test
-  },
-});
+const running = new Set(); // player node ids that started executing in the current prompt
+
+if (app.extensions?.some?.((e) => e.name === EXTENSION)) {
+  // the pack's folder is served twice (an old copy, or WEB_DIRECTORY plus [tool.comfy] web): keep the first
+  console.info(`${EXTENSION}: already registered, skipping a second copy`);
+} else {
+  app.registerExtension({
+    name: EXTENSION,
+    async beforeRegisterNodeDef(nodeType, nodeData) {
+      if (!PLAYER_NODES.has(nodeData?.name)) return;
+      const draw = nodeType.prototype.onDrawBackground;
+      nodeType.prototype.onDrawBackground = function (...args) {
+        if (this.sfPlayer?.hasVideo) return hidePreview(this); // the player shows these frames already
+        return draw?.apply(this, args);
+      };
+      const conn = nodeType.prototype.onConnectionsChange;
+      nodeType.prototype.onConnectionsChange = function (...args) {
+        const r = conn?.apply(this, args);
+        syncSizeWidgets(this);
+        return r;
+      };
+    },
+    nodeCreated(node) {
+      const player = attachPlayer(node);
+      if (!player) return;
+      const [w, h] = node.size;
+      const min = node.computeSize?.() ?? [w, h];
+      node.setSize?.([Math.max(w, 400), Math.max(h, min[1])]);
+      syncSizeWidgets(node);
+      syncPlayerWidgets(node, true);
+    },
+    loadedGraphNode(node) {
+      if (!node.sfPlayer) return;
+      players.set(String(node.id), node.sfPlayer);
+      syncSizeWidgets(node);
+      syncPlayerWidgets(node);
+      const saved = node.properties?.selfforcing_last;
+      if (saved && !node.sfPlayer.info) node.sfPlayer.restore(saved);
+    },
+    async setup() {
+      on(":stream_start", (d) => playerFor(d.node)?.start(parseStart(d)));
+      on(":chunk", (d) => playerFor(d.node)?.addChunk(parseChunk(d)));
+      on(":live_state", (d) => playerFor(d.node)?.liveState(parseLiveState(d)));
+      on(":stream_end", (d) => playerFor(d.node)?.end(parseEnd(d)));
+      on("execution_start", () => running.clear());
+      on("executed", (d) => playerFor(d?.display_node ?? d?.node)?.executed(d?.output));
+      on("execution_cached", (d) => {
+        for (const id of d?.nodes ?? []) playerFor(id)?.cached();
+      });
+      on("executing", (d) => {
+        const id = typeof d === "object" && d !== null ? d.node : d;
+        if (id === null || id === undefined) {
+          for (const key of running) playerFor(key)?.finishedWithoutStream();
+          running.clear();
+          return;
+        }
+        const p = playerFor(id);
+        if (p) {
+          running.add(String(id));
+          p.running();
+        }
+      });
+      window.selfForcingPlayers = players; // for debugging and the browser test
+    },
+  });
+}

@@ -70,7 +70,7 @@ def adapt(api: dict, files: dict, length: int = 21, prompts: tuple[str, ...] = (
 
 
 def load_api(name: str) -> dict:
-    return json.loads((ROOT / "workflows" / f"{name}.api.json").read_text())
+    return json.loads((ROOT / "workflows" / "api" / f"{name}.api.json").read_text())
 
 
 def node_of(api: dict, class_type: str) -> str:

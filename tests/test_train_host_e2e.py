@@ -32,7 +32,7 @@ def server(tmp_path_factory):
 
 
 def workflow(base: Path, max_steps: int) -> dict:
-    api = json.loads((Path(__file__).resolve().parents[1] / "workflows" / "training_smoke_test_cpu.api.json").read_text())
+    api = json.loads((Path(__file__).resolve().parents[1] / "workflows" / "api" / "training_smoke_test_cpu.api.json").read_text())
     train = next(k for k, v in api.items() if v["class_type"] == "SF_TrainSelfForcing")
     for k in [k for k, v in api.items() if v["class_type"] in ("CLIPLoader", "SF_EncodeTrainingPrompts")]:
         del api[k]  # no umT5 on the test machine: the data comes from encode-prompts (toy encoder) instead

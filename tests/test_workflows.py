@@ -1,12 +1,14 @@
 """Every shipped workflow is valid against the node schemas, and its UI and API formats agree.
 
-Schemas: core nodes from ComfyUI's /object_info snapshot (shared/comfy/object_info.json), the pack's nodes
+Also: one template card per workflow (title, thumbnail), layouts without overlaps, the saved view, the toy and
+CPU-smoke-test workflows' promises. Schemas: core nodes from ComfyUI's /object_info snapshot (shared/comfy/object_info.json), the pack's nodes
 from their code. File-name combos are free strings; the 18 audio nodes missing from the snapshot's CPU host
 are accepted. The UI -> API conversion here is written independently of workflows/build_workflows.py.
 """
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,8 +16,8 @@ import pytest
 from workflow_schema import FILE_COMBOS, MISSING_AUDIO_NODES, load_schemas, object_info_path
 
 ROOT = Path(__file__).resolve().parents[1]
-API_FILES = sorted((ROOT / "workflows").glob("*.api.json"))
-UI_FILES = sorted(p for p in (ROOT / "workflows").glob("*.json") if not p.name.endswith(".api.json"))
+sys.path.insert(0, str(ROOT / "workflows"))  # build_workflows, workflow_layout
+API_FILES = sorted((ROOT / "workflows" / "api").glob("*.api.json"))
 TEMPLATES = sorted((ROOT / "example_workflows").glob("*.json"))
 
 pytestmark = pytest.mark.skipif(object_info_path() is None, reason="shared/comfy/object_info.json not found")
@@ -132,7 +134,13 @@ def test_api_workflow_is_valid(path, schemas):
     assert validate_api(api, schemas) == []
 
 
-@pytest.mark.parametrize("path", UI_FILES, ids=lambda p: p.name)
+def api_name(template: Path) -> str:
+    from build_workflows import WORKFLOWS  # the title -> API name table (the conversion below is independent)
+
+    return next(w.name for w in WORKFLOWS if w.title == template.stem)
+
+
+@pytest.mark.parametrize("path", TEMPLATES, ids=lambda p: p.stem)
 def test_ui_and_api_formats_agree(path, schemas):
     ui = json.loads(path.read_text())
     for key in ("nodes", "links", "version", "last_node_id", "last_link_id"):
@@ -144,21 +152,77 @@ def test_ui_and_api_formats_agree(path, schemas):
         assert dst["inputs"][l[4]]["link"] == l[0]
     got = ui_to_api(ui, schemas)
     assert validate_api(got, schemas) == []
-    api_path = path.with_name(path.name[:-5] + ".api.json")
-    if api_path.exists():
-        api = json.loads(api_path.read_text())
-        assert {k: (v["class_type"], v["inputs"]) for k, v in got.items()} == \
-            {k: (v["class_type"], v["inputs"]) for k, v in api.items()}
+    api = json.loads((ROOT / "workflows" / "api" / f"{api_name(path)}.api.json").read_text())
+    assert {k: (v["class_type"], v["inputs"]) for k, v in got.items()} == \
+        {k: (v["class_type"], v["inputs"]) for k, v in api.items()}
 
 
-def test_templates_match_workflows():
-    assert TEMPLATES and {p.name for p in TEMPLATES} <= {p.name for p in UI_FILES}
+def test_one_template_card_per_workflow():
+    """ComfyUI lists every *.json directly in a pack's example_workflows/ *and* workflows/ folder as a template
+    card: only the UI files may be there, each with its thumbnail, under a title the search finds."""
+    assert not list((ROOT / "workflows").glob("*.json")), "JSON files directly in workflows/ become template cards"
+    assert len(TEMPLATES) == len(API_FILES) >= 6
     for p in TEMPLATES:
-        assert json.loads(p.read_text()) == json.loads((ROOT / "workflows" / p.name).read_text())
+        assert not p.name.endswith(".api.json")
+        assert (p.with_suffix(".jpg")).is_file(), f"no thumbnail {p.with_suffix('.jpg').name}"
+        assert not set(p.stem) & set("/\\#?%&."), p.stem  # the frontend puts it into URLs and i18n keys
+        assert p.stem.startswith("Self Forcing ") and "_" not in p.stem
+    assert any("toy demo" in p.stem.lower() for p in TEMPLATES)
+    assert not [p for p in (ROOT / "example_workflows").iterdir() if p.suffix not in (".json", ".jpg")]
+
+
+def test_generated_files_are_up_to_date(tmp_path):
+    from build_workflows import build
+
+    for p in build(tmp_path / "templates", tmp_path / "api"):
+        shipped = (ROOT / "example_workflows" if p.parent.name == "templates" else ROOT / "workflows" / "api") / p.name
+        assert shipped.is_file() and json.loads(shipped.read_text()) == json.loads(p.read_text()), \
+            f"{shipped.name} is stale: run python workflows/build_workflows.py"
+
+
+@pytest.mark.parametrize("path", TEMPLATES, ids=lambda p: p.stem)
+def test_layout_no_overlap_and_titles_in_view(path):
+    """No two nodes (title bars included) overlap, and the saved view shows the top row's titles and every node
+    on a 1600x1000 window (canvas about 1530x880 under the editor's menus)."""
+    from workflow_layout import TITLE_H, overlaps
+
+    ui = json.loads(path.read_text())
+    boxes = [(*n["pos"], *n["size"]) for n in ui["nodes"]]
+    assert overlaps(boxes) == [], [(ui["nodes"][i]["type"], ui["nodes"][j]["type"]) for i, j in overlaps(boxes)]
+    ds = ui["extra"]["ds"]
+    sx = lambda x: (x + ds["offset"][0]) * ds["scale"]  # noqa: E731  LiteGraph: screen = (graph + offset) * scale
+    sy = lambda y: (y + ds["offset"][1]) * ds["scale"]  # noqa: E731
+    assert min(sy(y - TITLE_H) for _, y, _, _ in boxes) >= 0 and min(sx(x) for x, *_ in boxes) >= 0
+    assert max(sx(x + w) for x, _, w, _ in boxes) <= 1530 and max(sy(y + h) for _, y, _, h in boxes) <= 880
+
+
+def test_toy_sampler_size_widgets_match_its_latent():
+    """The toy sampler takes its size from SF Empty Toy Latent; its own (greyed-out) size widgets must not claim
+    another length (81 while it makes 48 frames)."""
+    api = json.loads((ROOT / "workflows" / "api" / "self_forcing_toy_demo.api.json").read_text())
+    sampler = next(v for v in api.values() if v["class_type"] == "SF_CausalSampler")
+    latent = api[sampler["inputs"]["latent"][0]]
+    assert latent["class_type"] == "SF_EmptyToyLatent"
+    assert sampler["inputs"]["length"] <= latent["inputs"]["frames"] + 1
+
+
+def test_cpu_smoke_test_needs_no_downloads():
+    """The CPU training smoke test runs on a bare install: no text encoder, no model file, no input file."""
+    api = json.loads((ROOT / "workflows" / "api" / "training_smoke_test_cpu.api.json").read_text())
+    types = {v["class_type"] for v in api.values()}
+    assert not types & {"CLIPLoader", "SF_EncodeTrainingPrompts", "UNETLoader", "VAELoader"}
+    train = next(v["inputs"] for v in api.values() if v["class_type"] == "SF_TrainSelfForcing")
+    from nodes_harness import install_stubs  # noqa: F401  (the schema import below needs the host stand-ins)
+    from workflow_schema import pack_schemas
+
+    random_model = pack_schemas()["SF_TrainSelfForcing"]["widgets"]["generator"]
+    assert random_model.startswith("(random") and all(train[k] == random_model for k in ("generator", "teacher",
+                                                                                         "critic"))
+    assert "train_data" in train and not train["data_dir"]
 
 
 def test_validator_rejects_broken_workflows(schemas):
-    api = json.loads((ROOT / "workflows" / "self_forcing_text_to_video.api.json").read_text())
+    api = json.loads((ROOT / "workflows" / "api" / "self_forcing_text_to_video.api.json").read_text())
     sampler = next(k for k, v in api.items() if v["class_type"] == "SF_CausalSampler")
     bad = json.loads(json.dumps(api))
     bad[sampler]["inputs"]["chunk_frames"] = 0

@@ -77,19 +77,20 @@ export class LiveTracker {
     if (s.stream !== this.stream) return;
     this.state = s.state;
     if (s.prompt !== null) this.prompt = s.prompt;
-    if (s.chunk !== null) this.chunk = s.chunk;
+    if (s.chunk !== null && s.chunk > 0) this.chunk = Math.max(this.chunk ?? 0, s.chunk - 1); // chunks made so far
   }
 
   onEnd(e) {
     if (e.stream === this.stream) this.state = "stopped";
   }
 
-  /** "LIVE · chunk 12 · 14.2 fps · 0.8 s behind" (or PAUSED / STOPPING / ENDED). */
+  /** "LIVE · chunk 12 · gen 14.2 fps · 0.8 s behind" (or PAUSED / STOPPING / ENDED): generated video frames per
+   *  second of wall time, and how far the picture on screen is behind the newest frame. */
   indicator(behindSeconds = null) {
     const head = { running: "LIVE", paused: "PAUSED", stopping: "STOPPING", stopped: "ENDED", idle: "" }[this.state];
     const parts = [head];
     if (this.chunk !== null) parts.push(`chunk ${this.chunk + 1}`);
-    if (this.genFps !== null && this.state !== "stopped") parts.push(`${this.genFps.toFixed(1)} fps`);
+    if (this.genFps !== null && this.state !== "stopped") parts.push(`gen ${this.genFps.toFixed(1)} fps`);
     if (behindSeconds !== null && this.state !== "stopped") parts.push(`${behindSeconds.toFixed(1)} s behind`);
     return parts.filter(Boolean).join(" · ");
   }

@@ -42,8 +42,8 @@ test("state and the live indicator", () => {
   const t = new LiveTracker("s", "p");
   assert.ok(t.controllable);
   t.onChunk(chunk(11, "p"));
-  assert.equal(t.indicator(0.84), "LIVE · chunk 12 · 20.0 fps · 0.8 s behind");
-  t.onState(parseLiveState({ stream: "s", state: "paused", chunk: 11 }));
+  assert.equal(t.indicator(0.84), "LIVE · chunk 12 · gen 20.0 fps · 0.8 s behind");
+  t.onState(parseLiveState({ stream: "s", state: "paused", chunk: 12 })); // 12 chunks made: the newest is 11
   assert.match(t.indicator(), /^PAUSED · chunk 12/);
   assert.ok(t.controllable);
   t.onState(parseLiveState({ stream: "other", state: "stopped" })); // another stream's event changes nothing
