@@ -18,7 +18,7 @@ from ..config import ConfigError
 from ..fileio import atomic_path, check_writable
 from ..pipeline import Bundle
 
-_INPUTS = ("model", "vae", "text_encoder", "tokenizer", "embeddings", "prompts", "resume")
+_INPUTS = ("model", "lora", "vae", "text_encoder", "tokenizer", "embeddings", "prompts", "resume")  # files read
 _OUTPUTS = {"output": "-o", "latents_out": "--latents-out", "save_session": "--save-session"}
 
 
