@@ -72,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--window", help="KV-cache window in latent frames (default 21) or 'global'")
     sm.add_argument("--sink", type=int, help="sink frames kept at the start of the window (default: first chunk)")
     sm.add_argument("--context-t", type=float, help="timestep of the context pass (default 0 = clean)")
+    sm.add_argument("--positions", choices=("auto", "absolute", "relative"),
+                    help="RoPE frame positions of the rolling cache: auto (default: absolute as the official code "
+                         "up to 1024 latent frames, then relative: no length limit), absolute (stops at 1024), "
+                         "relative (from the start)")
     rt = p.add_argument_group("runtime")
     rt.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     rt.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16", "fp16"),

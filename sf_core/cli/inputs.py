@@ -148,6 +148,11 @@ def settings_from_args(args, base: SamplingSettings) -> SamplingSettings:
         kw["shift"] = args.shift
     if args.context_t is not None:
         kw["context_t"] = args.context_t
+    positions = getattr(args, "positions", None)
+    if positions is not None:
+        kw["positions"] = positions
+    elif causal.window_frames is None:
+        kw["positions"] = "auto"  # a global cache keeps absolute positions whatever the mode says
     return replace(base, **kw)
 
 
