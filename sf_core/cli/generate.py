@@ -30,7 +30,7 @@ from ..pipeline import Bundle, ChunkResult, generate
 from ..prompts import SWITCH_POLICIES, PromptError, PromptSchedule
 from ..sampler import NonFiniteError
 from ..session import SessionError, new_session
-from . import inputs, outputs
+from . import frames_in, inputs, outputs
 
 log = logging.getLogger("sf_core.generate")
 
@@ -84,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "fp16, or int8 / fp8 (8-bit, about half the memory of bf16; small error)")
     rt.add_argument("--attention", default="sdpa", choices=("sdpa", "sage", "auto"))
     rt.add_argument("--threads", type=int, help="torch CPU threads")
+    frames_in.add_arguments(p)
     out = p.add_argument_group("output")
     out.add_argument("-o", "--output", default="video.mp4", help="mp4 to write ('' = none)")
     out.add_argument("--crf", type=int, default=18, help="H.264 quality (lower = better, 0 = lossless)")
@@ -148,8 +149,12 @@ def run(args, bundle: Bundle | None = None) -> int:
         st = inputs.settings_from_args(args, bundle.settings)
         entries = inputs.build_entries(specs, cond, fps=fps, causal=st.causal, temporal_scale=ts)
         schedule = inputs.new_schedule(entries, args.switch, args.transition)
-        session = new_session(model, schedule, latent_hw=inputs.latent_size(args, bundle), seed=args.seed,
-                              settings=st, dtype=dtype, device=device)
+        if getattr(args, "image", None) or getattr(args, "video", None):
+            session, given = frames_in.start_session(args, bundle, model, schedule, st, dtype, device)
+            st = session.settings
+        else:
+            session = new_session(model, schedule, latent_hw=inputs.latent_size(args, bundle), seed=args.seed,
+                                  settings=st, dtype=dtype, device=device)
     start = session.next_frame
     fresh = start == 0
     n_latent = inputs.latent_length(args, st.causal, fps=fps, temporal_scale=ts, fresh=fresh)
@@ -167,6 +172,10 @@ def run(args, bundle: Bundle | None = None) -> int:
              str(dtype).removeprefix("torch."))
 
     writer = VideoWriter(args.output, fps, crf=args.crf) if args.output else None
+    if writer is not None and getattr(args, "image", None) and given is not None:
+        writer.write(given[0])  # the video starts with the image
+    elif writer is not None and getattr(args, "video", None):
+        writer.copy_from(args.video)  # the given video, then its continuation
     if args.append:
         have, want = writer.copy_from(args.output), inputs.video_frames(start, True, ts)
         if have != want:

@@ -18,7 +18,8 @@ from ..config import ConfigError
 from ..fileio import atomic_path, check_writable
 from ..pipeline import Bundle
 
-_INPUTS = ("model", "lora", "vae", "text_encoder", "tokenizer", "embeddings", "prompts", "resume")  # files read
+_INPUTS = ("model", "lora", "vae", "text_encoder", "tokenizer", "embeddings", "prompts", "resume", "image",
+           "video")  # files read
 _OUTPUTS = {"output": "-o", "latents_out": "--latents-out", "save_session": "--save-session"}
 
 
