@@ -9,6 +9,7 @@ Cancel (ComfyUI's interrupt) ends the run too: the mp4 is finished and playable 
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import uuid
 from collections import deque
@@ -26,7 +27,7 @@ from . import host, live_routes, types
 from .decoders import pick_decoder
 from .inputs import DEFAULT_SHIFT, DEFAULT_TIMESTEPS, causal_config, latent_shape, parse_timesteps, resolve_shift
 from .runner import session_to
-from .sampler import MAX_SEED, kv_dtype_input, text_dim_of
+from .sampler import MAX_SEED, family_input, family_settings, kv_dtype_input, text_dim_of
 from .streaming import LiveStream, frames_to_image
 
 log = logging.getLogger("selfforcing.nodes")
@@ -108,6 +109,7 @@ class LiveStreamNode(io.ComfyNode):
                                     tooltip="Continue this session's video live (from SF Causal Sampler, SF Load "
                                             "Session, or an earlier live run)."),
                 kv_dtype_input(),
+                family_input(),
             ],
             outputs=[
                 io.Video.Output(display_name="video", tooltip="The finished mp4 (also saved in the output folder)."),
@@ -127,7 +129,7 @@ class LiveStreamNode(io.ComfyNode):
     def execute(cls, model, clip, prompt, width, height, seed, timesteps, warp_timesteps, shift, chunk_frames,
                 window_frames, sink_frames, positions, fps, max_chunks, max_minutes, keep_last_frames,
                 filename_prefix, latent=None, vae=None, preview_decoder=None, session=None,
-                kv_cache_dtype="auto") -> io.NodeOutput:
+                kv_cache_dtype="auto", family="auto") -> io.NodeOutput:
         node_id = cls.hidden.unique_id if cls.hidden is not None else None
         text = (prompt or "").strip()
         if not text:
@@ -160,6 +162,9 @@ class LiveStreamNode(io.ComfyNode):
             settings = SamplingSettings(steps=parse_timesteps(timesteps), warp=bool(warp_timesteps),
                                         shift=resolve_shift(shift, host.model_shift(model)), causal=causal,
                                         positions=positions, kv_dtype=kv_cache_dtype or "auto")
+            settings = dataclasses.replace(family_settings(family, model, settings, shift_widget=shift,
+                                                           chunk_frames=chunk_frames, window_frames=window_frames,
+                                                           sink_frames=sink_frames), positions=positions)
             _, _, _, h, w = latent_shape(latent, width, height, 1, 1, int(dm.patch_embedding.weight.shape[1]))
             sess = new_session(loaded.module, ctx0, latent_hw=(h, w), seed=int(seed), settings=settings,
                                dtype=loaded.dtype, device=loaded.device)

@@ -30,6 +30,28 @@ def _checkpoint_files() -> list[str]:
     return sorted(f for f in host.model_files("diffusion_models") if f.lower().endswith(CHECKPOINT_EXT))
 
 
+def _lora_files() -> list[str]:
+    return ["none"] + sorted(f for f in host.model_files("loras") if f.lower().endswith(CHECKPOINT_EXT))
+
+
+def family_options() -> list[str]:
+    from sf_core.families import NAMES
+
+    return ["auto", *NAMES]
+
+
+def tag_family(model, family: str | None):
+    """Record the checkpoint family on the MODEL (read by the sampler and live nodes' family 'auto')."""
+    inner = getattr(model, "model", None)
+    if inner is not None and family:
+        inner.sf_family = family
+    return model
+
+
+def model_family(model) -> str | None:
+    return getattr(getattr(model, "model", None), "sf_family", None)
+
+
 class LoadCheckpoint(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -48,27 +70,35 @@ class LoadCheckpoint(io.ComfyNode):
                 io.Combo.Input("weight_dtype", options=list(WEIGHT_DTYPES), default="default",
                                tooltip="Storage dtype of the weights (default: chosen by ComfyUI for your "
                                        "device; fp8 halves memory at a small quality cost)."),
+                io.Combo.Input("family", options=family_options(), default="auto", optional=True,
+                               tooltip="Checkpoint family (Self Forcing, Causal Forcing, Rolling Forcing, LongLive, "
+                                       "CausVid): which weights to take and how the sampler runs it. auto: from "
+                                       "the file; a file that looks like another family is refused or warned."),
+                io.Combo.Input("lora", options=_lora_files(), default="none", optional=True,
+                               tooltip="LoRA merged into the weights, from models/loras (LongLive: its lora.pt on "
+                                       "top of longlive_base.pt)."),
             ],
             outputs=[io.Model.Output(display_name="model")],
         )
 
     @classmethod
-    def execute(cls, ckpt_name, which, weight_dtype) -> io.NodeOutput:
-        from sf_core.checkpoints import load_checkpoint
-
+    def execute(cls, ckpt_name, which, weight_dtype, family="auto", lora="none") -> io.NodeOutput:
         from sf_core.checkpoint_files import CheckpointError
+        from sf_core.config import ConfigError
+        from sf_core.families import load_for_family
 
         path = host.model_path("diffusion_models", ckpt_name)
+        lora_path = None if lora in (None, "", "none") else host.model_path("loras", lora)
         try:
-            ck = load_checkpoint(path, which=which)
-        except CheckpointError as e:
+            ck, fam = load_for_family(path, family=family, which=which, lora=lora_path)
+        except (CheckpointError, ConfigError) as e:
             raise host.NodeInputError(str(e)) from None
         text_dim = getattr(ck.config, "text_dim", COMFY_TEXT_DIM)
         if text_dim != COMFY_TEXT_DIM:
             raise host.NodeInputError(
                 f"{ckpt_name}: text_dim {text_dim}; ComfyUI's Wan models use umT5-XXL (4096). This looks like a "
                 f"toy/test model: use it with the standalone CLI (python -m sf_core generate) instead")
-        return io.NodeOutput(host.load_diffusion_state_dict(ck.state_dict, WEIGHT_DTYPES[weight_dtype]))
+        return io.NodeOutput(tag_family(host.load_diffusion_state_dict(ck.state_dict, WEIGHT_DTYPES[weight_dtype]), fam))
 
 
 class DownloadCheckpoint(io.ComfyNode):

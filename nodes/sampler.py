@@ -78,6 +78,40 @@ def kv_dtype_input():
                                   "that float type. A continued session keeps the storage it was made with.")
 
 
+def family_input():
+    from .loaders import family_options
+
+    return io.Combo.Input("family", options=["custom", *family_options()], default="auto", optional=True,
+                          tooltip="Checkpoint family whose sampling defaults to use (auto: the one SF Load Self "
+                                  "Forcing Checkpoint recorded on the MODEL, else the widgets). Widgets moved off "
+                                  "their defaults still win; custom: the widgets exactly.")
+
+
+def family_settings(family, model, settings: SamplingSettings, *, shift_widget: float, **frames) -> SamplingSettings:
+    """The family preset with the widgets that were moved off their defaults on top (the settings unchanged for
+    'custom', or for 'auto' on a MODEL that records no family)."""
+    import dataclasses
+
+    from sf_core.config import ConfigError
+    from sf_core.families import from_widgets
+
+    from .loaders import model_family
+
+    name = model_family(model) if family in (None, "auto") else (None if family == "custom" else family)
+    if not name:
+        return settings
+    values = dict(steps=settings.steps, warp=settings.warp, shift=settings.shift, **frames)
+    defaults = dict(steps=parse_timesteps(DEFAULT_TIMESTEPS), warp=True, shift=DEFAULT_SHIFT, chunk_frames=3,
+                    window_frames=21, sink_frames=3)
+    if shift_widget == 0:
+        defaults["shift"] = settings.shift  # 0 = the MODEL's shift: only a choice if the MODEL sets one
+    try:
+        fam = from_widgets(name, values, defaults)
+    except ConfigError as e:
+        raise host.NodeInputError(f"family {name}: {e}") from None
+    return dataclasses.replace(fam, kv_dtype=settings.kv_dtype)
+
+
 def common_inputs() -> list:
     return [
         io.Vae.Input("vae", optional=True,
@@ -148,6 +182,7 @@ class CausalSampler(io.ComfyNode):
                                                    "its first entry use 'positive'."),
                 *common_inputs(),
                 kv_dtype_input(),
+                family_input(),
             ],
             outputs=[
                 io.Latent.Output(display_name="latent", tooltip="Raw video latent [B,16,T,H/8,W/8] for VAEDecode "
@@ -179,11 +214,14 @@ class CausalSampler(io.ComfyNode):
     @classmethod
     def execute(cls, model, positive, width, height, length, batch_size, seed, timesteps, warp_timesteps, shift,
                 chunk_frames, window_frames, sink_frames, fps, live_preview, latent=None, prompt_schedule=None,
-                vae=None, preview_decoder=None, kv_cache_dtype="auto") -> io.NodeOutput:
+                vae=None, preview_decoder=None, kv_cache_dtype="auto", family="auto") -> io.NodeOutput:
         node_id = cls.hidden.unique_id if cls.hidden is not None else None
         causal = causal_config(chunk_frames, window_frames, sink_frames)
         settings = SamplingSettings(steps=parse_timesteps(timesteps), shift=resolve_shift(shift, host.model_shift(model)),
                                     warp=bool(warp_timesteps), causal=causal, kv_dtype=kv_cache_dtype or "auto")
+        settings = family_settings(family, model, settings, shift_widget=shift, chunk_frames=chunk_frames,
+                                   window_frames=window_frames, sink_frames=sink_frames)
+        causal = settings.causal
         dm = host.wan_module_of(model)
         b, _, frames, h, w = latent_shape(latent, width, height, length, batch_size,
                                           int(dm.patch_embedding.weight.shape[1]))

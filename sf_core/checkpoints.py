@@ -65,17 +65,21 @@ class LoadedCheckpoint:
 
 # ------------------------------------------------------------------------------------------ loading
 def load_checkpoint(path: str | Path, which: str = "auto",
-                    config: WanConfig | Mapping[str, Any] | None = None) -> LoadedCheckpoint:
+                    config: WanConfig | Mapping[str, Any] | None = None, *, lora: str | Path | None = None,
+                    lora_alpha: float | None = None) -> LoadedCheckpoint:
     """Read a Wan2.1 transformer from any supported format.
 
     which: "auto" | "generator" | "generator_ema" | "critic" (Self Forcing training checkpoints hold several).
     config: a WanConfig to use (checked against the weights), or a mapping of fields that the shapes cannot
     tell (e.g. {"num_heads": 2} for a model whose dim is not a multiple of 128).
+    lora: a LoRA file merged into the weights (`sf_core.lora`: LongLive's `lora.pt`); lora_alpha: its alpha
+    (default: its rank, as LongLive's configs).
     """
     if which not in WHICH:
         raise CheckpointError(f"which={which!r} is not one of {WHICH}")
     raw = read(path)
     where = raw.files[0] if len(raw.files) == 1 else raw.path
+    _refuse_lora_file(raw, where)
     tensors, chosen, available = _select(raw, which, where)
     try:
         names = keymap.to_wan_names(tensors.keys())
@@ -106,7 +110,28 @@ def load_checkpoint(path: str | Path, which: str = "auto",
     check_weights(sd, cfg, where)
     if raw.metadata.get("format") == FORMAT_NAME and raw.metadata.get("which"):
         meta["which"] = raw.metadata["which"]
+    if raw.container == "pickle" and isinstance(raw.obj, Mapping):  # markers such as LongLive's checkpoint_format
+        meta["pickle_info"] = {str(k): v for k, v in raw.obj.items() if isinstance(v, (str, bool, int, float))}
+    if lora is not None:
+        from .lora import merge_lora, read_lora  # noqa: PLC0415
+
+        factors = read_lora(lora)
+        sd = merge_lora(sd, factors, alpha=lora_alpha)
+        meta.update(lora=str(lora), lora_rank=factors.rank, lora_family=factors.family)
     return LoadedCheckpoint(sd, cfg, causal, meta, _format_name(raw, names.layout, chosen))
+
+
+def _refuse_lora_file(raw: RawCheckpoint, where: Path) -> None:
+    """A LoRA file given as the model: say what it is and how to use it."""
+    obj = raw.obj if raw.container == "pickle" else raw.tensors
+    if not isinstance(obj, Mapping):
+        return
+    inner = obj.get("generator_lora") if isinstance(obj.get("generator_lora"), Mapping) else obj
+    if "generator_lora" in obj or keymap.looks_like_lora(map(str, inner)):
+        whose = "LongLive's LoRA (models/lora.pt)" if "generator_lora" in obj else "a LoRA"
+        raise CheckpointError(f"{where} is {whose}, not a model: load the base generator (LongLive: "
+                              "models/longlive_base.pt) and give this file as its LoRA (--lora FILE on the command "
+                              "line, the loader node's 'lora' input, or python -m sf_core.convert BASE OUT --lora FILE)")
 
 
 def load_model(path: str | Path, which: str = "auto", dtype: torch.dtype | str | None = None,

@@ -39,13 +39,16 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--num-heads", type=int, default=None,
                     help="attention heads, when the file records no config and dim is not a multiple of 128")
     ap.add_argument("--text-len", type=int, default=None, help="text tokens (default: recorded value or 512)")
+    ap.add_argument("--family", default="auto", help="checkpoint family recorded in the output (sf_core.families; "
+                    "auto: from the file). It picks the weights its authors sample with and their chunk size")
+    ap.add_argument("--lora", help="LoRA merged into the weights (LongLive: models/lora.pt on longlive_base.pt)")
     ap.add_argument("--force", action="store_true", help="overwrite an existing output file")
     return ap
 
 
 def convert(input_path: str | Path, output_path: str | Path, which: str = "auto", dtype: str = "bf16",
             chunk_frames: int | None = None, num_heads: int | None = None, text_len: int | None = None,
-            force: bool = False) -> dict:
+            force: bool = False, family: str = "auto", lora: str | None = None) -> dict:
     """Convert and return a summary dict. Raises CheckpointError on bad input."""
     out = Path(output_path)
     if out.suffix != ".safetensors":
@@ -57,7 +60,17 @@ def convert(input_path: str | Path, output_path: str | Path, which: str = "auto"
     except OutputPathError as exc:
         raise CheckpointError(str(exc)) from None
     overrides = {k: v for k, v in (("num_heads", num_heads), ("text_len", text_len)) if v is not None}
-    ck = load_checkpoint(input_path, which, overrides or None)
+    if overrides or family == "none":
+        ck, fam = load_checkpoint(input_path, which, overrides or None, lora=lora), None
+    else:
+        from .families import FAMILIES, load_for_family  # noqa: PLC0415
+
+        try:
+            ck, fam = load_for_family(input_path, family=family, which=which, lora=lora)
+        except ConfigError as exc:
+            raise CheckpointError(str(exc)) from None
+        if fam and chunk_frames is None and ck.meta["which"] != "critic":
+            chunk_frames = FAMILIES[fam].chunk_frames
     causal = ck.causal
     if chunk_frames is not None or (causal is None and ck.format == "self_forcing" and ck.meta["which"] != "critic"):
         try:
@@ -65,11 +78,15 @@ def convert(input_path: str | Path, output_path: str | Path, which: str = "auto"
         except ConfigError as exc:
             raise CheckpointError(f"--chunk-frames {chunk_frames}: {exc}") from exc
     parse_dtype(dtype)
+    extra = {"family": fam} if fam else {}
+    if lora:
+        extra["lora"] = Path(lora).name
     save_model(out, ck.state_dict, ck.config, causal=causal, dtype=dtype, source=Path(input_path).name,
-               which=ck.meta["which"])
+               which=ck.meta["which"], extra_meta=extra)
     return {"input": str(input_path), "output": str(out), "format": ck.format, "which": ck.meta["which"],
             "available": ck.meta["available"], "dtype": dtype, "config": ck.config.to_dict(),
             "config_source": ck.meta["config_source"], "causal": None if causal is None else causal.to_dict(),
+            "family": fam, "lora": lora,
             "bytes": out.stat().st_size}
 
 
@@ -78,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     try:
         summary = convert(args.input, args.output, args.which, args.dtype, args.chunk_frames, args.num_heads,
-                          args.text_len, args.force)
+                          args.text_len, args.force, args.family, args.lora)
     except CheckpointError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -191,6 +191,34 @@ def _compatible(a: str, b: str) -> bool:
     return any(a in g and b in g for g in _GROUPS)
 
 
+def load_for_family(path: str | PurePath, *, family: str = AUTO, which: str = "auto", lora: str | None = None,
+                    lora_alpha: float | None = None):
+    """Load a transformer checkpoint the way its family's authors do; returns (LoadedCheckpoint, family name or
+    None when neither asked for nor recognised).
+
+    which 'auto' takes the family's choice (e.g. LongLive and CausVid sample the raw 'generator', Rolling Forcing
+    and the frame-wise Causal Forcing models the EMA), falling back to the file's own order if it lacks it."""
+    from .checkpoints import CheckpointError, load_checkpoint  # noqa: PLC0415 - heavy, only when loading
+
+    asked = None if family in (None, "", AUTO) else get(family).name
+    guess = asked or detect_path(path).family
+    pick = FAMILIES[guess].which if (which == "auto" and guess) else which
+    try:
+        ck = load_checkpoint(path, which=pick, lora=lora, lora_alpha=lora_alpha)
+    except CheckpointError as exc:
+        if pick == which or "has no" not in str(exc):
+            raise
+        ck = load_checkpoint(path, which=which, lora=lora, lora_alpha=lora_alpha)
+    det = detect(ck)
+    name = check_family(family, det, where=PurePath(str(path)).name)
+    if asked is None and det.family is None:
+        return ck, None
+    if FAMILIES[name].lora and not ck.meta.get("lora") and not det.strong:
+        log.warning("%s is %s's base generator; its authors sample it with their LoRA on top (LongLive: "
+                    "models/lora.pt): pass --lora FILE (node: 'lora')", PurePath(str(path)).name, FAMILIES[name].title)
+    return ck, name
+
+
 _SETTING_FIELDS = {f.name for f in dataclasses.fields(SamplingSettings)}
 
 
@@ -220,6 +248,19 @@ def settings_for(name: str, overrides: Mapping[str, Any] | None = None, *,
     return fam.settings(**over)
 
 
+def from_widgets(name: str, values: Mapping[str, Any], defaults: Mapping[str, Any]) -> SamplingSettings:
+    """A node's settings for family `name`: the preset, with every widget the user moved off its default on top.
+
+    values / defaults: steps (tuple), warp, shift, chunk_frames, window_frames (0 = global), sink_frames and any
+    other SamplingSettings field (e.g. positions). A widget left at its default takes the family's value, so to
+    force a default value on another family's preset pick the family 'custom' (the widgets as they are)."""
+    moved = {k: v for k, v in values.items() if v is not None and v != defaults.get(k)}
+    window = moved.pop("window_frames", None)
+    sink = moved.pop("sink_frames", None)
+    chunk = moved.pop("chunk_frames", None)
+    return settings_for(name, moved, window_frames=window, sink_frames=sink, chunk_frames=chunk)
+
+
 def table() -> list[dict[str, Any]]:
     """One row per family (for `python -m sf_core.families` and the docs)."""
     rows = []
@@ -239,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 __all__ = ["Family", "FAMILIES", "NAMES", "AUTO", "DEFAULT", "FamilyError", "Detection", "get", "detect",
-           "detect_path", "check_family", "settings_for", "table"]
+           "detect_path", "check_family", "settings_for", "load_for_family", "from_widgets", "table"]
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -74,6 +74,14 @@ I2V_MARKERS = ("img_emb.", "condition_embedder.image_embedder.", ".k_img.", ".v_
 
 _BLOCK_RE = re.compile(r"^blocks\.(\d+)\.(.*)$")
 
+# LoRA files (peft, as LongLive's `lora.pt` stores them: `get_peft_model_state_dict` of the peft-wrapped causal
+# Wan model): `base_model.model.blocks.0.self_attn.q.lora_A.weight` [r, in] and `...lora_B.weight` [out, r]; an
+# unfiltered peft state dict has the adapter name (`lora_A.default.weight`); ComfyUI-style files prefix
+# `diffusion_model.`. Prefixes are stripped in this order; what remains is a Wan2.1 module name.
+LORA_PREFIXES = ("base_model.model.", "diffusion_model.", "model.")
+LORA_SUFFIXES = {".lora_A.weight": "A", ".lora_B.weight": "B", ".lora_A.default.weight": "A",
+                 ".lora_B.default.weight": "B"}
+
 
 class KeyMapError(ValueError):
     """The key names match no known Wan2.1 layout, or two source keys map to one Wan2.1 name."""
@@ -183,6 +191,25 @@ def to_wan_names(keys: Iterable[str], layout: KeyLayout | None = None) -> Rename
                               "copies of the same weight (mixed wrapper names?)")
         mapping[name] = src
     return RenamedKeys(mapping, layout, quant, other, outside, unknown)
+
+
+def lora_target(key: str) -> tuple[str, str] | None:
+    """A LoRA key -> (Wan2.1 weight name it patches, "A" or "B"), or None if it is not a LoRA key."""
+    name = strip_wrappers(key)
+    for suffix, part in LORA_SUFFIXES.items():
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            for prefix in LORA_PREFIXES:
+                if name.startswith(prefix):
+                    name = name[len(prefix):]
+            return name + ".weight", part
+    return None
+
+
+def looks_like_lora(keys: Iterable[str]) -> bool:
+    """Whether a state dict is (mostly) LoRA factors rather than a model."""
+    keys = list(keys)
+    return bool(keys) and sum(lora_target(k) is not None for k in keys) * 2 > len(keys)
 
 
 def looks_image_to_video(keys: Iterable[str]) -> bool:

@@ -25,6 +25,7 @@ import time
 import torch
 
 from ..config import ROPE_MAX_POSITIONS, ConfigError
+from ..families import NAMES
 from ..kv_quant import KV_DTYPES
 from ..pipeline import Bundle, ChunkResult, generate
 from ..prompts import SWITCH_POLICIES, PromptError, PromptSchedule
@@ -42,7 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--model", default="toy", help="'toy' (the embedded toy model) or a Self Forcing / Wan2.1 T2V "
                    "transformer file or folder (.pt, .safetensors, sharded)")
     m.add_argument("--which", default="auto", choices=("auto", "generator", "generator_ema"),
-                   help="which weights of a Self Forcing training checkpoint")
+                   help="which weights of a Self Forcing training checkpoint (auto: the ones its family's authors use)")
+    m.add_argument("--family", default="auto", choices=("auto", *NAMES),
+                   help="checkpoint family whose sampling defaults to use (steps, shift, chunk, window, sink, sampler; "
+                        "options given here still win); auto: from the file, else self_forcing")
+    m.add_argument("--lora", help="LoRA file merged into the transformer (LongLive: models/lora.pt)")
     m.add_argument("--vae", help="decoder weights: Wan2.1 VAE (Wan2.1_VAE.pth, wan_2.1_vae.safetensors) or TAEHV "
                    "(taew2_1.pth); without it only latents are written (--latents-out)")
     m.add_argument("--text-encoder", help="umT5-XXL encoder: HF folder, HF-named single file or Wan's .pth")

@@ -96,11 +96,17 @@ def load_bundle(args, device: torch.device, dtype: torch.dtype) -> Bundle:
             raise ConfigError(f"the toy model is not available in this install ({exc})") from exc
         bundle = as_bundle(load_toy_bundle())
         bundle.transformer.to(device=device, dtype=dtype)
+        if getattr(args, "family", "auto") not in (None, "auto"):  # a family's sampler on the toy model
+            from ..families import settings_for  # noqa: PLC0415
+
+            bundle.settings = settings_for(args.family)
         return bundle
-    from ..checkpoints import cast_for_storage, load_checkpoint  # noqa: PLC0415 - heavy, only when needed
+    from ..checkpoints import cast_for_storage  # noqa: PLC0415 - heavy, only when needed
+    from ..families import load_for_family, settings_for  # noqa: PLC0415
     from ..model import WanTransformer  # noqa: PLC0415
 
-    ck = load_checkpoint(args.model, which=args.which)
+    ck, family = load_for_family(args.model, family=getattr(args, "family", "auto"), which=args.which,
+                                 lora=getattr(args, "lora", None))
     with torch.device("meta"):
         model = WanTransformer(ck.config)
     model.load_state_dict(cast_for_storage(ck.state_dict, dtype), strict=True, assign=True)
@@ -116,9 +122,9 @@ def load_bundle(args, device: torch.device, dtype: torch.dtype) -> Bundle:
         from ..text import load_umt5  # noqa: PLC0415
 
         encoder = load_umt5(args.text_encoder, tokenizer=args.tokenizer, device=device, dtype=dtype)
-    return Bundle(transformer=model, text_encoder=encoder, decoder=decoder,
-                  settings=SamplingSettings(causal=default_causal(causal.chunk_frames,
-                                                                  causal.independent_first_frame)),
+    settings = settings_for(family) if family else SamplingSettings(
+        causal=default_causal(causal.chunk_frames, causal.independent_first_frame))
+    return Bundle(transformer=model, text_encoder=encoder, decoder=decoder, settings=settings,
                   name=Path(args.model).name)
 
 

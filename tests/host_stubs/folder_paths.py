@@ -2,7 +2,7 @@
 import os
 
 base = "/tmp/sf_stub_comfy"
-FOLDERS = {"diffusion_models": "models/diffusion_models", "vae_approx": "models/vae_approx"}
+FOLDERS = {"diffusion_models": "models/diffusion_models", "vae_approx": "models/vae_approx", "loras": "models/loras"}
 
 
 def _dir(rel):
