@@ -23,13 +23,13 @@ import time
 from typing import TextIO
 
 from ..config import ConfigError
-from ..fileio import atomic_path, check_writable
+from ..fileio import check_writable
 from ..live import LiveChunk, LiveControlError, LiveRun, parse_line
 from ..pipeline import Bundle
 from ..prompts import PromptError
 from ..sampler import NonFiniteError
 from ..session import SessionError, new_session
-from . import inputs
+from . import frames_in, inputs
 from .generate import build_parser as generate_parser
 
 log = logging.getLogger("sf_core.live")
@@ -108,6 +108,7 @@ def run(args, bundle: Bundle | None = None, stdin: TextIO | None = None) -> int:
     if len(specs) > 1 or (specs and specs[0].start not in (None, 0)):
         raise ConfigError("a live run starts from one --prompt; change it while it runs (prompt TEXT on stdin)")
     text = specs[0].text if specs else None
+    given = None  # the decoded start image (--image)
     if args.resume:
         session = load_session(args.resume, model, device=device)
         if text is not None:
@@ -118,8 +119,14 @@ def run(args, bundle: Bundle | None = None, stdin: TextIO | None = None) -> int:
         if text is None:
             raise PromptError("give the opening prompt: --prompt 'a red square moving right'")
         st = inputs.settings_from_args(args, bundle.settings)
-        session = new_session(model, encode(text), latent_hw=inputs.latent_size(args, bundle), seed=args.seed,
-                              settings=st, dtype=dtype, device=device)
+        if args.image or args.video:  # start from an image, or go on from the end of a video
+            from ..prompts import PromptSchedule  # noqa: PLC0415
+
+            session, given = frames_in.start_session(args, bundle, model, PromptSchedule.single(encode(text), text),
+                                                     st, dtype, device)
+        else:
+            session = new_session(model, encode(text), latent_hw=inputs.latent_size(args, bundle), seed=args.seed,
+                                  settings=st, dtype=dtype, device=device)
     st = session.settings
     max_chunks = args.max_chunks
     if any(getattr(args, k, None) is not None for k in ("seconds", "frames", "latent_frames")):
@@ -170,9 +177,12 @@ def run(args, bundle: Bundle | None = None, stdin: TextIO | None = None) -> int:
         if threading.current_thread() is threading.main_thread() else None
     stats = {"frames": 0, "cpu": time.process_time()}
     status = 0
-    ctx = atomic_path(args.output) if args.output else None
-    tmp = ctx.__enter__() if ctx is not None else None
-    writer = VideoWriter(tmp, fps, crf=args.crf) if tmp is not None else None
+    writer = VideoWriter(args.output, fps, crf=args.crf) if args.output else None  # appears complete at close()
+    if writer is not None and args.image and given is not None:
+        writer.write(given[0])
+        stats["frames"] += given.shape[2]
+    elif writer is not None and args.video:
+        stats["frames"] += writer.copy_from(args.video)
 
     def on_chunk(c: LiveChunk) -> None:
         r = c.result
@@ -205,11 +215,9 @@ def run(args, bundle: Bundle | None = None, stdin: TextIO | None = None) -> int:
             end, status = "interrupted", 130
         if writer is not None:
             writer.close()
-        if ctx is not None:
-            ctx.__exit__(None, None, None)
-    except BaseException as exc:
-        if ctx is not None:
-            ctx.__exit__(type(exc), exc, exc.__traceback__)
+    except BaseException:
+        if writer is not None:
+            writer.abort()
         raise
     finally:
         if old is not None:
