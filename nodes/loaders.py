@@ -117,7 +117,7 @@ class DownloadCheckpoint(io.ComfyNode):
                 io.Combo.Input("checkpoint", options=sorted(k for k, v in KNOWN.items() if v.kind == "transformer"),
                                tooltip="Known checkpoint to fetch (needs internet access once)."),
                 io.Combo.Input("which", options=WHICH, default="auto",
-                               tooltip="generator_ema, generator, or auto (EMA if present)."),
+                               tooltip="generator_ema, generator, or auto (the weights the family's authors use)."),
                 io.Combo.Input("weight_dtype", options=list(WEIGHT_DTYPES), default="default",
                                tooltip="Storage dtype of the weights."),
             ],
@@ -127,7 +127,7 @@ class DownloadCheckpoint(io.ComfyNode):
 
     @classmethod
     def execute(cls, checkpoint, which, weight_dtype) -> io.NodeOutput:
-        from sf_core.hub import HubError, download
+        from sf_core.hub import COMPANION_LORA, HubError, download
 
         folder = host.model_folder("diffusion_models")
         try:
@@ -135,7 +135,14 @@ class DownloadCheckpoint(io.ComfyNode):
         except HubError as e:
             raise host.NodeInputError(str(e)) from None
         name = os.path.relpath(path, folder)
-        model = LoadCheckpoint.execute(name, which, weight_dtype)[0]
+        lora = "none"
+        if checkpoint in COMPANION_LORA:  # LongLive: the base generator and its LoRA, merged at load
+            lfolder = host.model_folder("loras")
+            try:
+                lora = os.path.relpath(download(COMPANION_LORA[checkpoint], lfolder), lfolder)
+            except HubError as e:
+                raise host.NodeInputError(str(e)) from None
+        model = LoadCheckpoint.execute(name, which, weight_dtype, lora=lora)[0]
         return io.NodeOutput(model, name)
 
 

@@ -30,7 +30,7 @@ class HubError(RuntimeError):
 class KnownFile:
     repo_id: str
     files: tuple[str, ...]  # the first is the one returned; the others are companions (config.json)
-    kind: str  # "transformer" | "vae" | "text_encoder"
+    kind: str  # "transformer" | "lora" | "vae" | "text_encoder"
     description: str
 
 
@@ -42,6 +42,34 @@ KNOWN: dict[str, KnownFile] = {
     "self-forcing-ode-init": KnownFile(
         "gdhe17/Self-Forcing", ("checkpoints/ode_init.pt",), "transformer",
         "causal ODE-regression initialisation, the starting point of Self Forcing training"),
+    # checkpoint families (sf_core.families): the official files, as each README downloads them
+    "causal-forcing-chunkwise": KnownFile(
+        "zhuhz22/Causal-Forcing", ("chunkwise/causal_forcing.pt",), "transformer",
+        "Causal Forcing chunk-wise 4-step (family causal_forcing)"),
+    "causal-forcing-framewise": KnownFile(
+        "zhuhz22/Causal-Forcing", ("framewise/causal_forcing.pt",), "transformer",
+        "Causal Forcing frame-wise 4-step (family causal_forcing_framewise)"),
+    "causal-forcing-framewise-2step": KnownFile(
+        "zhuhz22/Causal-Forcing", ("causal-forcing++/framewise-2step.pt",), "transformer",
+        "Causal Forcing++ frame-wise 2-step, first frame 4 steps (family causal_forcing_2step)"),
+    "causal-forcing-framewise-1step": KnownFile(
+        "zhuhz22/Causal-Forcing", ("causal-forcing++/framewise-1step.pt",), "transformer",
+        "Causal Forcing++ frame-wise 1-step, first frame 4 steps (family causal_forcing_1step)"),
+    "causal-forcing-longvideo": KnownFile(
+        "zhuhz22/Causal-Forcing", ("chunkwise/longvideo.pt",), "transformer",
+        "Causal Forcing long-video generator, sampled with Rolling Forcing's window (family causal_forcing_long)"),
+    "rolling-forcing": KnownFile(
+        "TencentARC/RollingForcing", ("checkpoints/rolling_forcing_dmd.pt",), "transformer",
+        "Rolling Forcing DMD checkpoint (family rolling_forcing)"),
+    "longlive-base": KnownFile(
+        "Efficient-Large-Model/LongLive-1.3B", ("models/longlive_base.pt",), "transformer",
+        "LongLive 1.3B base generator (family longlive); add longlive-lora on top"),
+    "longlive-lora": KnownFile(
+        "Efficient-Large-Model/LongLive-1.3B", ("models/lora.pt",), "lora",
+        "LongLive 1.3B LoRA (rank 256), merged on longlive-base at load (--lora, the loader node's 'lora')"),
+    "causvid": KnownFile(
+        "tianweiy/CausVid", ("autoregressive_checkpoint/model.pt",), "transformer",
+        "CausVid autoregressive 3-step checkpoint (family causvid)"),
     "wan2.1-t2v-1.3b": KnownFile(
         "Wan-AI/Wan2.1-T2V-1.3B", ("diffusion_pytorch_model.safetensors", "config.json"), "transformer",
         "Wan2.1 T2V 1.3B base transformer, fp32 (teacher / critic initialisation)"),
@@ -60,6 +88,10 @@ KNOWN: dict[str, KnownFile] = {
         _COMFY, ("split_files/text_encoders/umt5_xxl_fp16.safetensors",), "text_encoder",
         "umT5-XXL text encoder, ComfyUI repackaged, fp16"),
 }
+
+
+# A release that is a base generator plus a LoRA: the LoRA to fetch with the base (into a LoRA folder).
+COMPANION_LORA = {"longlive-base": "longlive-lora"}
 
 
 def resolve(name: str) -> KnownFile:
