@@ -36,9 +36,20 @@ from . import frames_in, inputs, outputs
 log = logging.getLogger("sf_core.generate")
 
 
+class _DefaultOnce(argparse.HelpFormatter):
+    """Adds "(default: X)" to an option's help only when it has a default and the help does not state it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if not action.option_strings or action.default is None or action.default is False \
+                or action.default == argparse.SUPPRESS or "default" in text:
+            return text
+        return f"{text} (default: %(default)s)".lstrip()
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m sf_core generate", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=_DefaultOnce)
     m = p.add_argument_group("model")
     m.add_argument("--model", default="toy", help="'toy' (the embedded toy model) or a Self Forcing / Wan2.1 T2V "
                    "transformer file or folder (.pt, .safetensors, sharded)")
@@ -56,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr = p.add_argument_group("prompts")
     pr.add_argument("--prompt", action="append", help="'TEXT', 'CHUNK:TEXT' or 'SECONDSs:TEXT' (repeatable): the "
                     "prompt from that chunk / time on")
-    pr.add_argument("--prompts", help='JSON schedule: [{"start": 0, "prompt": "..."}, {"seconds": 4, "prompt": "..."}]')
+    pr.add_argument("--prompts", metavar="FILE", help='a JSON file holding a prompt schedule, e.g. [{"start": 0, '
+                    '"prompt": "..."}, {"seconds": 4, "prompt": "..."}] (start: chunk index; seconds: time)')
     pr.add_argument("--switch", default="recache", choices=SWITCH_POLICIES, help="what a prompt change does to "
                     "the KV cache: recompute it under the new prompt, or keep it")
     pr.add_argument("--transition", type=int, default=0, help="blend old -> new prompt over this many chunks")
@@ -69,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     ln.add_argument("--width", type=int, help="width in pixels (default 832 for Wan)")
     ln.add_argument("--height", type=int, help="height in pixels (default 480 for Wan)")
     sm = p.add_argument_group("sampling")
-    sm.add_argument("--seed", type=int, default=0)
+    sm.add_argument("--seed", type=int, default=0, help="noise seed (same seed and settings: same video)")
     sm.add_argument("--steps", help="denoising steps, e.g. 1000,750,500,250 (the default)")
     sm.add_argument("--shift", type=float, help="timestep shift (default 5)")
     sm.add_argument("--chunk-frames", type=int, help="latent frames per chunk (default: the model's, 3)")
