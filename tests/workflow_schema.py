@@ -25,7 +25,7 @@ FILE_COMBOS = {("UNETLoader", "unet_name"), ("VAELoader", "vae_name"), ("CLIPLoa
                ("SF_LoadCheckpoint", "ckpt_name"), ("SF_LoadConditioning", "file"),
                ("SF_LoadPreviewDecoder", "decoder_name"),
                ("SF_TrainSelfForcing", "generator"), ("SF_TrainSelfForcing", "teacher"),
-               ("SF_TrainSelfForcing", "critic")}
+               ("SF_TrainSelfForcing", "critic"), ("LoadImage", "image"), ("LoadVideo", "file")}
 
 
 def object_info_path() -> Path | None:

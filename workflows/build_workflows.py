@@ -152,6 +152,70 @@ def toy_demo() -> list:
     return g
 
 
+def live_widgets(**over) -> dict:
+    w = dict(prompt=T2V_PROMPT, width=832, height=480, seed=42, timesteps="1000,750,500,250", warp_timesteps=True,
+             shift=5.0, chunk_frames=3, window_frames=21, sink_frames=3, positions="relative", fps=16.0, max_chunks=0,
+             max_minutes=0.0, keep_last_frames=0, filename_prefix="selfforcing/live")
+    w.update(over)
+    return w
+
+
+def live_toy() -> list:
+    return [
+        dict(id=1, type="SF_LoadToyModel", col=0, widgets=dict(upscale=4)),
+        dict(id=2, type="SF_EmptyToyLatent", col=0, widgets=dict(frames=3, batch_size=1),
+             title="SF Empty Toy Latent (gives the size)"),
+        dict(id=3, type="SF_LiveStream", col=1,
+             widgets=live_widgets(prompt="a red square moving right slow", width=64, height=64, seed=0,
+                                  window_frames=12, fps=8.0, filename_prefix="selfforcing/live_toy"),
+             links=dict(model=(1, 0), clip=(1, 2), latent=(2, 0), preview_decoder=(1, 1)),
+             title="SF Live Stream (type a new prompt in the player while it plays)"),
+    ]
+
+
+def live_wan() -> list:
+    g: list = []
+    loaders(g)
+    g += [dict(id=6, type="SF_LiveStream", col=1, widgets=live_widgets(),
+               links=dict(model=(1, 0), clip=(2, 0), vae=(3, 0)),
+               title="SF Live Stream (type a new prompt in the player while it plays)")]
+    return g
+
+
+def image_to_video() -> list:
+    g: list = []
+    loaders(g)
+    g += [
+        dict(id=4, type="CLIPTextEncode", col=1, widgets=dict(text=T2V_PROMPT), links=dict(clip=(2, 0)),
+             title="Prompt (what happens next)"),
+        dict(id=5, type="LoadImage", col=1, widgets=dict(image="example.png"),
+             title="Start image (832x480, or any multiple of 16)"),
+        dict(id=6, type="SF_ImageToVideo", col=2,
+             widgets=dict(length=73, seed=42, timesteps="1000,750,500,250", warp_timesteps=True, shift=5.0,
+                          chunk_frames=3, window_frames=19, fps=16.0, live_preview=True),
+             links=dict(model=(1, 0), positive=(4, 0), image=(5, 0), vae=(3, 0))),
+    ]
+    save_video(g, 3, (6, 2), 16.0, "video/self_forcing_i2v")
+    return g
+
+
+def extend_video() -> list:
+    g: list = []
+    loaders(g)
+    g += [
+        dict(id=4, type="CLIPTextEncode", col=1, widgets=dict(text=STORY[0][1]), links=dict(clip=(2, 0)),
+             title="Prompt for the continuation"),
+        dict(id=5, type="LoadVideo", col=1, widgets=dict(file="input.mp4"), title="The video to continue"),
+        dict(id=11, type="GetVideoComponents", col=1, links=dict(video=(5, 0))),
+        dict(id=6, type="SF_ExtendVideo", col=2,
+             widgets=dict(chunks=7, seed=42, timesteps="1000,750,500,250", warp_timesteps=True, shift=5.0,
+                          chunk_frames=3, window_frames=19, fps=16.0, live_preview=True),
+             links=dict(model=(1, 0), positive=(4, 0), video=(11, 0), vae=(3, 0))),
+    ]
+    save_video(g, 3, (6, 2), 16.0, "video/self_forcing_extended")
+    return g
+
+
 def training_smoke_test() -> list:
     return [
         dict(id=1, type="SF_ToyTrainingPrompts", col=0, widgets=dict(name="smoke_test_prompts"),
@@ -199,6 +263,11 @@ WORKFLOWS = [
     Workflow("self_forcing_long_video_prompt_schedule",
              "Self Forcing long video - 15 s with a prompt schedule", long_video),
     Workflow("self_forcing_continue_session", "Self Forcing continue a saved session", continue_session),
+    Workflow("self_forcing_live_toy", "Self Forcing live stream - toy, steer it while it plays, any CPU", live_toy,
+             toy_prompt="a red square moving right slow"),
+    Workflow("self_forcing_live_wan", "Self Forcing live stream - Wan, steer it while it plays", live_wan),
+    Workflow("self_forcing_image_to_video", "Self Forcing image to video - Wan", image_to_video),
+    Workflow("self_forcing_extend_video", "Self Forcing extend a video - Wan", extend_video),
     Workflow("training_smoke_test_cpu", "Self Forcing training smoke test - CPU, no download",
              training_smoke_test),
     Workflow("training_self_forcing_dmd", "Self Forcing DMD training - 8 GPUs", training_dmd),
