@@ -143,6 +143,10 @@ def part_c(fx: Fixture) -> dict:
 
 
 def run_all(fx: Fixture) -> dict[str, dict]:
+    if "family" in fx.meta:  # another checkpoint family's official code (Rolling Forcing, ...)
+        from .family_parity import run  # noqa: PLC0415
+
+        return run(fx)
     parts = set(fx.meta.get("parts", []))
     results: dict[str, dict] = {}
     if "A_train_forward" in parts:
