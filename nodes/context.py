@@ -20,26 +20,10 @@ from sf_core.session import SamplingSettings, new_session
 from . import host, types
 from .decoders import pick_decoder
 from .inputs import batch_context, causal_config, conditioning_tensor, parse_timesteps, resolve_shift
-from .sampler import MAX_SEED, common_inputs, run_node, text_dim_of
+from .sampler import common_inputs, run_node, sampling_inputs, text_dim_of
 from .streaming import frames_to_image
 
 log = logging.getLogger("selfforcing.nodes")
-
-
-def sampling_inputs(window_default: int = 19) -> list:
-    return [
-        io.Int.Input("seed", default=0, min=0, max=MAX_SEED, control_after_generate=True,
-                     tooltip="Noise seed; the same seed gives the same video."),
-        io.String.Input("timesteps", default="1000,750,500,250",
-                        tooltip="Denoising steps per chunk (Self Forcing: 1000,750,500,250)."),
-        io.Boolean.Input("warp_timesteps", default=True, tooltip="Map the steps onto the shifted schedule."),
-        io.Float.Input("shift", default=5.0, min=0.0, max=100.0, step=0.1,
-                       tooltip="Flow shift (Self Forcing: 5). 0 = the MODEL's shift."),
-        io.Int.Input("chunk_frames", default=3, min=1, max=64, tooltip="Latent frames per chunk."),
-        io.Int.Input("window_frames", default=window_default, min=2, max=1024,
-                     tooltip="Rolling KV-cache window in latent frames; the first (given) frame is its sink. "
-                             "Rounded down to 1 + a whole number of chunks."),
-    ]
 
 
 def rgb_frames(images) -> torch.Tensor:
@@ -139,7 +123,7 @@ class ImageToVideo(io.ComfyNode):
                     io.Int.Input("length", default=73, min=5, max=16381, step=4,
                                  tooltip="Video frames including the image: 1 + 4 x (1 + 3k) for Wan2.1 (73 = 19 "
                                          "latent frames); wrong lengths name the nearest valid ones."),
-                    *sampling_inputs(), *common_inputs()],
+                    *sampling_inputs(window_default=19, window_min=2, sink=False), *common_inputs()],
             outputs=[io.Latent.Output(display_name="latent", tooltip="Raw latent of the whole video (the image's "
                                                                      "frame first)."),
                      types.Session.Output(display_name="session", tooltip="Continue this video later."),
@@ -188,7 +172,7 @@ class ExtendVideo(io.ComfyNode):
                                                     "are encoded)."),
                     io.Int.Input("chunks", default=7, min=1, max=100000,
                                  tooltip="Chunks to add (7 chunks of 3 latent frames = 84 Wan2.1 frames)."),
-                    *sampling_inputs(), *common_inputs()],
+                    *sampling_inputs(window_default=19, window_min=2, sink=False), *common_inputs()],
             outputs=[io.Latent.Output(display_name="latent", tooltip="Raw latent of the new frames."),
                      types.Session.Output(display_name="session", tooltip="Continue this video later."),
                      io.Image.Output(display_name="frames", tooltip="The given frames followed by the new ones.")],

@@ -25,9 +25,9 @@ from sf_core.video import VideoWriter
 
 from . import host, live_routes, types
 from .decoders import pick_decoder
-from .inputs import DEFAULT_SHIFT, DEFAULT_TIMESTEPS, causal_config, latent_shape, parse_timesteps, resolve_shift
+from .inputs import causal_config, latent_shape, parse_timesteps, resolve_shift
 from .runner import session_to
-from .sampler import MAX_SEED, family_input, family_settings, kv_dtype_input, text_dim_of
+from .sampler import sampling_inputs, family_input, family_settings, kv_dtype_input, text_dim_of
 from .streaming import LiveStream, frames_to_image
 
 log = logging.getLogger("selfforcing.nodes")
@@ -70,21 +70,7 @@ class LiveStreamNode(io.ComfyNode):
                              tooltip="Width in pixels when no latent is connected (Wan2.1)."),
                 io.Int.Input("height", default=480, min=16, max=4096, step=16,
                              tooltip="Height in pixels when no latent is connected (Wan2.1)."),
-                io.Int.Input("seed", default=0, min=0, max=MAX_SEED, control_after_generate=True,
-                             tooltip="Noise seed; the same seed and controls give the same video."),
-                io.String.Input("timesteps", default=DEFAULT_TIMESTEPS,
-                                tooltip="Denoising steps per chunk (Self Forcing: 1000,750,500,250)."),
-                io.Boolean.Input("warp_timesteps", default=True,
-                                 tooltip="Map the steps onto the shifted schedule as Self Forcing does."),
-                io.Float.Input("shift", default=DEFAULT_SHIFT, min=0.0, max=100.0, step=0.1,
-                               tooltip="Flow shift (Self Forcing: 5). 0 = the MODEL's shift."),
-                io.Int.Input("chunk_frames", default=3, min=1, max=64,
-                             tooltip="Latent frames per chunk (3 = chunk-wise, 1 = frame-wise)."),
-                io.Int.Input("window_frames", default=21, min=3, max=1024,
-                             tooltip="Rolling KV-cache window in latent frames, sink included: fixes memory and "
-                                     "per-chunk time however long it runs."),
-                io.Int.Input("sink_frames", default=3, min=0, max=64,
-                             tooltip="First frames kept in the window (attention sink; 3 = the first chunk)."),
+                *sampling_inputs(window_min=3),
                 io.Combo.Input("positions", options=POSITIONS, default="relative",
                                tooltip="RoPE frame positions: relative (re-based inside the window: no length "
                                        "limit), auto (official absolute positions up to 1024 latent frames, then "

@@ -112,6 +112,35 @@ def family_settings(family, model, settings: SamplingSettings, *, shift_widget: 
     return dataclasses.replace(fam, kv_dtype=settings.kv_dtype)
 
 
+def sampling_inputs(*, window_default: int = 21, window_min: int = 0, sink: bool = True) -> list:
+    """Seed and the few-step causal sampling widgets, shared by the sampler, live, image and extend nodes."""
+    window_tip = ("Rolling KV-cache window in latent frames, sink included (21 = the length Self Forcing was trained "
+                  "on: nothing is evicted up to 81 video frames, and memory stays fixed for longer videos).")
+    window_tip += " 0 = keep every frame." if window_min == 0 else " Rounded down to the sink + whole chunks."
+    out = [
+        io.Int.Input("seed", default=0, min=0, max=MAX_SEED, control_after_generate=True,
+                     tooltip="Noise seed; the same seed gives the same video."),
+        io.String.Input("timesteps", default=DEFAULT_TIMESTEPS,
+                        tooltip="Denoising steps per chunk, decreasing integers in 1..1000 separated by commas (Self "
+                                "Forcing: 1000,750,500,250)."),
+        io.Boolean.Input("warp_timesteps", default=True,
+                         tooltip="Map the steps onto the shifted schedule as Self Forcing does (1000,750,500,250 -> "
+                                 "1000,937.5,833.3,625). Keep on for Self Forcing checkpoints."),
+        io.Float.Input("shift", default=DEFAULT_SHIFT, min=0.0, max=100.0, step=0.1,
+                       tooltip="Flow shift of the schedule (Self Forcing: 5). 0 = use the MODEL's shift, e.g. from a "
+                               "ModelSamplingSD3 node."),
+        io.Int.Input("chunk_frames", default=3, min=1, max=64,
+                     tooltip="Latent frames generated together per chunk (3 = chunk-wise Self Forcing, 1 = frame-wise "
+                             "models)."),
+        io.Int.Input("window_frames", default=window_default, min=window_min, max=1024, tooltip=window_tip),
+    ]
+    if sink:
+        out.append(io.Int.Input("sink_frames", default=3, min=0, max=64,
+                                tooltip="First frames never evicted from the rolling window (attention sink: keeps "
+                                        "long videos on topic; 3 = the first chunk). Ignored when window_frames is 0."))
+    return out
+
+
 def common_inputs() -> list:
     return [
         io.Vae.Input("vae", optional=True,
@@ -155,28 +184,7 @@ class CausalSampler(io.ComfyNode):
                                      "is connected. Longer videos need a rolling window (window_frames)."),
                 io.Int.Input("batch_size", default=1, min=1, max=64,
                              tooltip="Videos generated together (used when no latent is connected)."),
-                io.Int.Input("seed", default=0, min=0, max=MAX_SEED, control_after_generate=True,
-                             tooltip="Noise seed; the same seed gives the same video."),
-                io.String.Input("timesteps", default=DEFAULT_TIMESTEPS,
-                                tooltip="Denoising steps per chunk, decreasing integers in 1..1000 separated by "
-                                        "commas (Self Forcing: 1000,750,500,250)."),
-                io.Boolean.Input("warp_timesteps", default=True,
-                                 tooltip="Map the steps onto the shifted schedule as Self Forcing does "
-                                         "(1000,750,500,250 -> 1000,937.5,833.3,625). Keep on for Self Forcing "
-                                         "checkpoints."),
-                io.Float.Input("shift", default=DEFAULT_SHIFT, min=0.0, max=100.0, step=0.1,
-                               tooltip="Flow shift of the schedule (Self Forcing: 5). 0 = use the MODEL's shift, "
-                                       "e.g. from a ModelSamplingSD3 node."),
-                io.Int.Input("chunk_frames", default=3, min=1, max=64,
-                             tooltip="Latent frames generated together per chunk (3 = chunk-wise Self Forcing, "
-                                     "1 = frame-wise models)."),
-                io.Int.Input("window_frames", default=21, min=0, max=1024,
-                             tooltip="Rolling KV-cache window in latent frames, sink included (21 = the length "
-                                     "Self Forcing was trained on: nothing is evicted up to 81 video frames, and "
-                                     "memory stays fixed for longer videos). 0 = keep every frame."),
-                io.Int.Input("sink_frames", default=3, min=0, max=64,
-                             tooltip="First frames never evicted from the rolling window (attention sink: keeps "
-                                     "long videos on topic; 3 = the first chunk). Ignored when window_frames is 0."),
+                *sampling_inputs(),
                 types.PromptSchedule.Input("prompt_schedule", optional=True,
                                            tooltip="Prompt changes over time (SF Prompt Schedule). Chunks before "
                                                    "its first entry use 'positive'."),
