@@ -17,7 +17,6 @@ from collections import deque
 import torch
 from comfy_api.latest import io
 
-from sf_core.fileio import atomic_path
 from sf_core.live import LiveChunk, LiveControlError, LiveRun
 from sf_core.pipeline import set_prompt
 from sf_core.session import SamplingSettings, new_session
@@ -33,10 +32,6 @@ from .streaming import LiveStream, frames_to_image
 log = logging.getLogger("selfforcing.nodes")
 
 POSITIONS = ["relative", "auto", "absolute"]
-
-
-class _NoFrames(Exception):
-    pass
 
 
 def _blocked_frames():
@@ -91,6 +86,9 @@ class LiveStreamNode(io.ComfyNode):
                                      "itself is on disk, never held in memory)."),
                 io.String.Input("filename_prefix", default="selfforcing/live",
                                 tooltip="Where the mp4 goes, relative to the output folder."),
+                io.Image.Input("start_image", optional=True,
+                               tooltip="Start the stream from this image (its first frame; encoded by the VAE, or "
+                                       "the toy decoder): the video begins with it and goes on from it."),
                 types.Session.Input("session", optional=True,
                                     tooltip="Continue this session's video live (from SF Causal Sampler, SF Load "
                                             "Session, or an earlier live run)."),
@@ -115,8 +113,9 @@ class LiveStreamNode(io.ComfyNode):
     def execute(cls, model, clip, prompt, width, height, seed, timesteps, warp_timesteps, shift, chunk_frames,
                 window_frames, sink_frames, positions, fps, max_chunks, max_minutes, keep_last_frames,
                 filename_prefix, latent=None, vae=None, preview_decoder=None, session=None,
-                kv_cache_dtype="auto", family="auto") -> io.NodeOutput:
+                kv_cache_dtype="auto", family="auto", start_image=None) -> io.NodeOutput:
         node_id = cls.hidden.unique_id if cls.hidden is not None else None
+        start_frames = None
         text = (prompt or "").strip()
         if not text:
             raise host.NodeInputError("prompt is empty: type the opening prompt (e.g. 'a red fox in the snow')")
@@ -151,9 +150,19 @@ class LiveStreamNode(io.ComfyNode):
             settings = dataclasses.replace(family_settings(family, model, settings, shift_widget=shift,
                                                            chunk_frames=chunk_frames, window_frames=window_frames,
                                                            sink_frames=sink_frames), positions=positions)
-            _, _, _, h, w = latent_shape(latent, width, height, 1, 1, int(dm.patch_embedding.weight.shape[1]))
-            sess = new_session(loaded.module, ctx0, latent_hw=(h, w), seed=int(seed), settings=settings,
-                               dtype=loaded.dtype, device=loaded.device)
+            if start_image is None:
+                _, _, _, h, w = latent_shape(latent, width, height, 1, 1, int(dm.patch_embedding.weight.shape[1]))
+                sess = new_session(loaded.module, ctx0, latent_hw=(h, w), seed=int(seed), settings=settings,
+                                   dtype=loaded.dtype, device=loaded.device)
+            else:  # the image is the first frame (committed into the cache, the attention sink)
+                from sf_core.context_frames import commit_frames, frames_settings
+
+                from .context import encode_frames, rgb_frames
+
+                z = encode_frames(rgb_frames(start_image)[:1], vae=vae, decoder=None if vae else preview_decoder)
+                sess = new_session(loaded.module, ctx0, latent_hw=tuple(z.shape[-2:]), seed=int(seed),
+                                   settings=frames_settings(settings), dtype=loaded.dtype, device=loaded.device)
+                start_frames = commit_frames(loaded.module, sess, z.to(loaded.device), decoder=file_dec)
         for d in (vae_dec, prev_dec):
             if d is not None:
                 d.prepare()
@@ -189,19 +198,18 @@ class LiveStreamNode(io.ComfyNode):
         err: BaseException | None = None
         summary = None
         try:
+            writer = VideoWriter(path, fps)  # a temp file beside `path` until close(): complete, or not there
             try:
-                with atomic_path(path) as tmp:  # the mp4 appears complete, or not at all
-                    writer = VideoWriter(tmp, fps)
-                    try:
-                        summary = run.run(on_chunk=on_chunk, on_state=on_state, check_interrupt=host.check_interrupt)
-                    except BaseException as e:  # noqa: BLE001 - finish the file first, re-raised below
-                        err = e
-                    writer.close()
-                    if writer.frames_written == 0:
-                        raise _NoFrames()
+                if start_frames is not None:  # the video starts with the image
+                    writer.write(start_frames[0])
+                    stream.push(frames_to_image(start_frames)[0].cpu(), 0, 0,
+                                extra={"live": True, "prompt": text, "actions": [], "gen_fps": 0.0})
+                summary = run.run(on_chunk=on_chunk, on_state=on_state, check_interrupt=host.check_interrupt)
+            except BaseException as e:  # noqa: BLE001 - finish the file first (Cancel keeps it), re-raised below
+                err = e
+            writer.close()
+            if writer.frames_written:
                 file_info = {"filename": name, "subfolder": sub, "type": "output"}
-            except _NoFrames:
-                pass
             if err is not None:
                 raise err
             status = summary.status

@@ -135,3 +135,32 @@ def test_cancel_ends_the_live_node_with_a_finished_file(host, monkeypatch):
     assert end["status"] == "interrupted" and end["file"] is not None
     info = probe_video(host / "output" / end["file"]["subfolder"] / end["file"]["filename"])
     assert info["frames"] == 3 * len(events("chunk")) > 0
+
+
+def test_live_node_starts_from_an_image(host):
+    from nodes.toy import LoadToyModel
+    from sf_core.toy.world import Scene, render
+    from sf_core.video import read_video
+
+    model, decoder, clip = LoadToyModel.run(upscale=1).args
+    v = render(Scene("circle", "blue", "down", "slow", 8, 5), 1)
+    image = ((v + 1) / 2).permute(1, 2, 3, 0)  # IMAGE [1, 16, 16, 3]
+    out = LiveStreamNode_run(model=model, clip=clip, prompt=BLUE, preview_decoder=decoder, start_image=image,
+                             **_kw(max_chunks=3))
+    video, session, _ = out.args
+    frames = read_video(video.file)
+    assert frames.shape[0] == 1 + 9 and session.next_frame == 10 and session.settings.causal.independent_first_frame
+    from sf_core.toy.metrics import detect
+    from sf_core.toy.world import WorldSpec
+
+    first = torch.from_numpy(frames[:1]).permute(3, 0, 1, 2).float() / 127.5 - 1
+    got, want = detect(first, WorldSpec()), detect(v, WorldSpec())
+    assert (got["colour"], got["shape"]) == (want["colour"], want["shape"])  # the stream starts with the image
+    assert (got["centre"] - want["centre"]).norm() < 0.5  # (an mp4 of 16x16 frames: compare what it shows)
+    assert [d["chunk"] for _, d in events("chunk")] == [0, 1, 2, 3]
+
+
+def LiveStreamNode_run(**kw):
+    from nodes.live import LiveStreamNode
+
+    return LiveStreamNode.run(**kw)
