@@ -185,7 +185,7 @@ export class Player {
     this.loadStrip(chunk, () => {
       const total = chunk.totalChunks ? `/${chunk.totalChunks}` : "";
       if (!this.endInfo) {
-        this.setStatus(chunk.live ? `chunk ${chunk.chunk + 1} · ${this.buffer.available} frames`
+        this.setStatus(chunk.live ? `streaming · ${this.buffer.available} frames received`
           : `chunk ${chunk.chunk + 1}${total} · ${this.buffer.available} frames` +
             (chunk.elapsed !== null ? ` · ${chunk.elapsed.toFixed(1)} s` : ""));
       }

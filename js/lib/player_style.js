@@ -2,10 +2,11 @@
 // player reads like the node's other widgets. Icons are the frontend's PrimeIcons (`pi pi-*`). Injected once.
 
 const CSS = `
-.sf-player { display:flex; flex-direction:column; gap:4px; width:100%; height:100%; box-sizing:border-box;
-  font-size:11px; color:var(--input-text, #ddd); font-family:inherit; }
+.sf-player { display:grid; grid-template-rows:minmax(64px, 1fr) auto auto auto; gap:4px; width:100%; height:100%;
+  box-sizing:border-box; font-size:11px; color:var(--input-text, #ddd); font-family:inherit; overflow:hidden; }
+.sf-player.sf-off { grid-template-rows:auto; }
 .sf-player * { box-sizing:border-box; }
-.sf-screen { position:relative; flex:1 1 auto; min-height:96px; border-radius:6px; overflow:hidden;
+.sf-screen { position:relative; min-height:64px; border-radius:6px; overflow:hidden;
   background:var(--comfy-input-bg, #222); border:1px solid var(--border-color, #444); }
 .sf-screen canvas, .sf-screen video { position:absolute; inset:0; width:100%; height:100%; object-fit:contain;
   display:block; background:transparent; }
@@ -18,7 +19,7 @@ const CSS = `
   background:#e5484d; vertical-align:middle; }
 .sf-badge.sf-paused .sf-dot { background:#f5a524; }
 .sf-badge.sf-ended .sf-dot { background:#888; }
-.sf-row { display:flex; align-items:center; gap:4px; min-height:24px; flex-wrap:wrap; flex-shrink:0; }
+.sf-row { display:flex; align-items:center; gap:4px; min-height:24px; flex-wrap:wrap; }
 .sf-btn { display:inline-flex; align-items:center; justify-content:center; gap:4px; height:24px; min-width:24px;
   padding:0 6px; border-radius:4px; border:1px solid var(--border-color, #444); cursor:pointer; font:inherit;
   background:var(--comfy-input-bg, #222); color:var(--input-text, #ddd); }
@@ -29,14 +30,14 @@ const CSS = `
 .sf-input { height:24px; border-radius:4px; border:1px solid var(--border-color, #444); padding:0 6px; font:inherit;
   background:var(--comfy-input-bg, #222); color:var(--input-text, #ddd); }
 .sf-input:focus { outline:1px solid var(--p-primary-color, #3b82f6); }
-.sf-prompt { flex:1 1 100%; min-width:0; }
+.sf-prompt { min-width:0; width:100%; }
 .sf-num { width:44px; }
 .sf-time { color:var(--descrip-text, #999); white-space:nowrap; font-variant-numeric:tabular-nums; }
 .sf-line { color:var(--descrip-text, #999); white-space:nowrap; overflow:hidden; text-overflow:ellipsis;
   min-height:14px; }
 .sf-line.sf-error { color:var(--error-text, #ff4444); white-space:normal; }
-.sf-live-panel { display:flex; flex-direction:column; gap:4px; flex-shrink:0; }
-.sf-live-panel > *, .sf-player > .sf-line { flex-shrink:0; }
+.sf-live-panel { display:flex; flex-direction:column; gap:4px; }
+.sf-live-panel > * { flex-shrink:0; }
 .sf-live-panel[hidden] { display:none; }
 .sf-spacer { flex:1 1 auto; }
 .sf-off > :not(.selfforcing-status) { display:none !important; }

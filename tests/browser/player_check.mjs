@@ -4,26 +4,15 @@
 //
 //   node tests/browser/player_check.mjs http://127.0.0.1:8206 prompt.api.json out.png
 import { readFileSync } from "node:fs";
-import { chromium } from "playwright-core";
+import { launch, openEditor } from "./common.mjs";
 
 const [url, promptFile, shot] = process.argv.slice(2);
 const prompt = JSON.parse(readFileSync(promptFile, "utf8"));
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-dev-shm-usage"],
-});
-const report = { errors: [], extensionLoaded: false };
+const browser = await launch();
+const report = { extensionLoaded: false };
 try {
-  const page = await browser.newPage({ viewport: { width: 1600, height: 1000 } });
-  page.on("pageerror", (e) => report.errors.push(String(e.stack || e).slice(0, 600)));
-  page.on("requestfinished", (r) => {
-    if (r.url().includes("/extensions/") && r.url().endsWith("self_forcing_player.js")) report.extensionLoaded = true;
-  });
-  await page.goto(url, { waitUntil: "networkidle", timeout: 120000 });
-  await page.waitForFunction(() => window.app?.graph && window.selfForcingPlayers, null, { timeout: 120000 });
-  await page.waitForTimeout(1000);
-  await page.keyboard.press("Escape"); // the first-run template dialog
+  const page = await openEditor(browser, url, report);
+  report.extensionLoaded = (report.extensionLoads ?? 0) > 0;
   report.events = await page.evaluate(async (apiPrompt) => {
     const { app } = window;
     const api = app.api ?? window.comfyAPI?.api?.api;

@@ -43,8 +43,19 @@ try {
   const cards = () => page.evaluate(() => [...document.querySelectorAll(".p-dialog [data-testid^='template-workflow-']")]
     .map((c) => ({ id: c.dataset.testid, text: c.innerText.replace(/\s+/g, " ").trim(),
                    img: [...c.querySelectorAll("img")].map((i) => ({ src: i.currentSrc, w: i.naturalWidth })) })));
-  report.templates.cards = await cards();
   await page.screenshot({ path: shot });
+  report.templates.cards = await page.evaluate(async () => { // thumbnails load lazily: look at each in view
+    const out = [];
+    for (const c of document.querySelectorAll(".p-dialog [data-testid^='template-workflow-']")) {
+      c.scrollIntoView({ block: "center" });
+      const t0 = performance.now();
+      const loaded = () => [...c.querySelectorAll("img")].some((i) => i.complete && i.naturalWidth > 0);
+      while (!loaded() && performance.now() - t0 < 5000) await new Promise((r) => setTimeout(r, 100));
+      out.push({ id: c.dataset.testid, text: c.innerText.replace(/\s+/g, " ").trim(),
+                 img: [...c.querySelectorAll("img")].map((i) => ({ src: i.currentSrc, w: i.naturalWidth })) });
+    }
+    return out;
+  });
   const search = page.locator(".p-dialog input[type='text'], .p-dialog input[placeholder]").first();
   if (await search.count()) {
     await search.fill("toy demo");
@@ -97,7 +108,7 @@ try {
             badWidgets.push(`${n.type}.${w.name}=${v}`);
           }
           const values = typeof w.options?.values === "function" ? w.options.values() : w.options?.values;
-          const isFile = typeof v === "string" && /\.(safetensors|pt|pth|sft|ckpt|txt|jsonl)$/i.test(v);
+          const isFile = typeof v === "string" && /\.(safetensors|pt|pth|sft|ckpt|txt|jsonl|png|jpe?g|webp|mp4|webm|mov)$/i.test(v);
           if (w.type === "combo" && Array.isArray(values) && !values.includes(v) && !isFile) {
             badWidgets.push(`${n.type}.${w.name}=${v} not in [${values.join(", ")}]`);
           }
