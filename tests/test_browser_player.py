@@ -203,8 +203,11 @@ def test_live_stream_steered_from_the_player(server, tmp_path):
     shown = [looks(strip_frames(server, c, upscale)) for c in chunks]
     before = [lk for c in chunks[1:enter] for lk in shown[c["chunk"]]]
     later = [lk for c in chunks[enter + 2:] for lk in shown[c["chunk"]]]
-    assert share(before, ("red", "square")) >= 0.8, before
-    assert share(later, ("blue", "circle")) >= 0.8, later
+    figures = {"enter_at_chunk": enter, "switch_chunk": switch, "chunks": len(chunks),
+               "red_square_before": share(before, ("red", "square")), "blue_circle_after": share(later, ("blue", "circle"))}
+    (shots(tmp_path) / "live_figures.json").write_text(json.dumps(figures))
+    assert figures["red_square_before"] >= 0.8, before
+    assert figures["blue_circle_after"] >= 0.8, later
     end = after["end"]
     assert end["status"] == "stopped" and end["file"]["type"] == "output" and after["states"][-1] == "stopping"
     mp4 = read_video(server.base / "output" / end["file"]["subfolder"] / end["file"]["filename"])
