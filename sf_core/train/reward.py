@@ -9,8 +9,9 @@ latents before the reward window are decoded without grad to warm the decoder st
 Reward callables (pluggable, from local files only -- nothing is downloaded):
 - image: `fn(images [N, 3, H, W] in [0, 1], prompts list[N]) -> scores [N]` (e.g. HPSv2 / CLIP cosine);
 - video: `fn(clips [N, T, 3, H, W] in [0, 1], prompts list[N]) -> scores [N]` (e.g. InternVideo2 / ViCLIP).
-They are given as "package.module:factory" specs; the factory is called without arguments and returns the
-callable (it loads its own weights from local paths). Decoders: "taehv:PATH", "wan:PATH", a weight file
+Built in (`sf_core.train.reward_models`): "clip:FOLDER" (image: any CLIP-family transformers checkpoint) and
+"xclip:FOLDER" (video: X-CLIP). Any other is a "package.module:factory" spec; the factory is called without
+arguments and returns the callable (it loads its own weights from local paths). Decoders: "taehv:PATH", "wan:PATH", a weight file
 path (kind detected) or a "module:factory" spec. Frames of the window and the clip are chosen with keyed
 randomness (same on every rank).
 """
@@ -43,6 +44,14 @@ def load_factory(spec: str, what: str) -> Any:
     except (ImportError, AttributeError) as exc:
         raise ConfigError(f"reward.{what}={spec!r} cannot be imported ({exc}); is the module on PYTHONPATH?") from None
     return fn()
+
+
+def load_reward(spec: str, what: str, device: torch.device | str = "cpu") -> Any:
+    """A reward callable: built in ("clip:FOLDER", "xclip:FOLDER") or from a "package.module:factory" spec."""
+    from .reward_models import builtin_reward
+
+    reward = builtin_reward(spec, what, device)
+    return reward if reward is not None else load_factory(spec, what)
 
 
 def load_decoder(spec: str, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> Any:
@@ -83,8 +92,8 @@ class RewardTerm:
     @classmethod
     def from_config(cls, rcfg: RewardConfig, rollout: RolloutConfig, device, dtype=torch.float32) -> "RewardTerm":
         decoder = load_decoder(rcfg.decoder, device, dtype)
-        image = load_factory(rcfg.image, "image") if rcfg.image and rcfg.beta_img else None
-        video = load_factory(rcfg.video, "video") if rcfg.video and rcfg.beta_vid else None
+        image = load_reward(rcfg.image, "image", device) if rcfg.image and rcfg.beta_img else None
+        video = load_reward(rcfg.video, "video", device) if rcfg.video and rcfg.beta_vid else None
         return cls(rcfg, rollout, decoder, image, video)
 
     def window(self, seed: int, step: int) -> tuple[int, int]:
