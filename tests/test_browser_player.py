@@ -79,7 +79,7 @@ def test_live_player_shows_chunks_while_running(server, tmp_path):
     report = check("player_check.mjs", server.url, pfile, shots(tmp_path) / "comfyui_player_wan_tiny.png")
     # item 19: the player's script is served and registered once, under the README's folder name too
     assert report["extensionLoaded"] and report.get("extensionLoads", 1) == 1, report
-    assert server.get("/extensions").count(f"/extensions/ComfyUI-SelfForcing/self_forcing_player.js") == 1
+    assert server.get("/extensions").count("/extensions/ComfyUI-SelfForcing/self_forcing_player.js") == 1
     assert not pack_errors(report), pack_errors(report)
     during, after = report["during"], report["after"]
     assert during["frames"] >= 9 and not during["ended"], during  # frames on screen before the run finished

@@ -212,8 +212,7 @@ def test_cpu_smoke_test_needs_no_downloads():
     types = {v["class_type"] for v in api.values()}
     assert not types & {"CLIPLoader", "SF_EncodeTrainingPrompts", "UNETLoader", "VAELoader"}
     train = next(v["inputs"] for v in api.values() if v["class_type"] == "SF_TrainSelfForcing")
-    from nodes_harness import install_stubs  # noqa: F401  (the schema import below needs the host stand-ins)
-    from workflow_schema import pack_schemas
+    from workflow_schema import pack_schemas  # (installs the host stand-ins itself)
 
     random_model = pack_schemas()["SF_TrainSelfForcing"]["widgets"]["generator"]
     assert random_model.startswith("(random") and all(train[k] == random_model for k in ("generator", "teacher",

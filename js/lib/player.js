@@ -6,7 +6,7 @@ import { stripFrames, viewPath } from "./events.js";
 import { VideoBuffer, framesForBudget } from "./frame_queue.js";
 import { LiveTracker, controlBody, responseError } from "./live_controls.js";
 import { Pacer } from "./pacing.js";
-import { ensureStyles } from "./player_style.js";
+import { buildView, el, fmt, setIcon } from "./player_view.js";
 
 export const BUDGET_BYTES = 384 * 1024 * 1024; // decoded frames kept per player (RGBA)
 export const MIN_HEIGHT = 200;                  // the widget at the node's default size (workflow_layout.py)
@@ -14,30 +14,8 @@ export const LIVE_MIN_HEIGHT = 290;
 export const OFF_HEIGHT = 20;
 const SAVED_CHUNKS = 64;                        // chunk strips remembered for a cached rerun / a reload
 
-function el(tag, cls, props = {}) {
-  const e = document.createElement(tag);
-  if (cls) e.className = cls;
-  return Object.assign(e, props);
-}
-
-function button(icon, label, title, onclick) {
-  const b = el("button", "sf-btn", { type: "button", title, onclick });
-  b.append(el("i", `pi ${icon}`));
-  if (label) b.append(el("span", "", { textContent: label }));
-  return b;
-}
-
-function setIcon(btn, icon, label) {
-  btn.querySelector("i").className = `pi ${icon}`;
-  const span = btn.querySelector("span");
-  if (span) span.textContent = label;
-}
-
-const fmt = (s) => `${Math.floor(s / 60)}:${String(Math.floor(s % 60)).padStart(2, "0")}`;
-
 export class Player {
   constructor(node, host, { live = false } = {}) {
-    ensureStyles();
     this.node = node;
     this.host = host;
     this.liveNode = live;
@@ -53,58 +31,8 @@ export class Player {
     this.build();
   }
 
-  // ------------------------------------------------------------------------------------------ DOM
   build() {
-    this.root = el("div", "sf-player selfforcing-player");
-    this.screen = el("div", "sf-screen");
-    this.canvas = el("canvas", "sf-canvas", { width: 320, height: 180 });
-    this.video = el("video", "sf-video", { muted: true, loop: true, playsInline: true, hidden: true });
-    this.placeholder = el("div", "sf-placeholder");
-    this.placeholder.append(el("i", "pi pi-video"), el("span", "", {
-      textContent: this.liveNode ? "Run the workflow: the live video plays here; steer it below"
-        : "The video plays here while it is generated" }));
-    this.badge = el("div", "sf-badge", { title: "click: jump to the newest frame" });
-    this.badge.onclick = () => this.jumpToLive();
-    this.screen.append(this.canvas, this.video, this.placeholder, this.badge);
-
-    this.playBtn = button("pi-pause", "", "pause / play the view (generation goes on)", () => this.toggle());
-    this.seek = el("input", "", { type: "range", min: "0", max: "0", value: "0", step: "1", title: "position" });
-    this.seek.oninput = () => this.seekTo(Number(this.seek.value));
-    this.time = el("span", "sf-time", { textContent: "" });
-    this.fpsInput = el("input", "sf-input sf-num", { type: "number", min: "1", max: "60", value: "16",
-                                                     title: "playback frames per second" });
-    this.fpsInput.onchange = () => this.setFps(Number(this.fpsInput.value));
-    const bar = el("div", "sf-row");
-    bar.append(this.playBtn, this.seek, this.time, this.fpsInput, el("span", "sf-time", { textContent: "fps" }));
-
-    this.livePanel = el("div", "sf-live-panel", { hidden: !this.liveNode });
-    this.promptInput = el("input", "sf-input sf-prompt", {
-      type: "text", placeholder: "New prompt - Enter: switch at the next chunk", spellcheck: false });
-    this.promptInput.addEventListener("keydown", (e) => {
-      e.stopPropagation(); // typing here must not trigger the editor's shortcuts
-      if (e.key === "Enter" && !e.isComposing) {
-        e.preventDefault();
-        this.control("prompt", { text: this.promptInput.value });
-      }
-    });
-    this.promptInput.addEventListener("keyup", (e) => e.stopPropagation());
-    this.mode = el("select", "sf-input", { title: "how a new prompt takes over" });
-    this.mode.append(el("option", "", { value: "recache", textContent: "switch: re-cache" }),
-                     el("option", "", { value: "blend", textContent: "switch: blend over" }));
-    this.blend = el("input", "sf-input sf-num", { type: "number", min: "1", max: "64", value: "3", hidden: true,
-                                                   title: "chunks to blend the old prompt into the new one" });
-    this.mode.onchange = () => { this.blend.hidden = this.mode.value !== "blend"; };
-    this.pauseBtn = button("pi-pause", "Pause", "pause generation at the next chunk boundary",
-                           () => this.control(this.tracker.state === "paused" ? "resume" : "pause"));
-    this.stopBtn = button("pi-stop", "Stop", "stop: finish the mp4 and the session", () => this.control("stop"));
-    this.resetBtn = button("pi-refresh", "Reset", "drop the cache: start a new shot", () => this.control("reset"));
-    const ctl = el("div", "sf-row");
-    ctl.append(this.mode, this.blend, el("span", "sf-spacer"), this.pauseBtn, this.stopBtn, this.resetBtn);
-    this.promptLine = el("div", "sf-line", { title: "" });
-    this.livePanel.append(this.promptInput, ctl, this.promptLine);
-
-    this.status = el("div", "sf-line selfforcing-status", { textContent: "" });
-    this.root.append(this.screen, bar, this.livePanel, this.status);
+    buildView(this);
     this.renderLive();
   }
 
