@@ -15,16 +15,20 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..config import CausalConfig, ConfigError, WanConfig
-from ..kv_cache import GRAD_MODES
+from ..kv_cache import GRAD_MODES, ROPE_MODES
 from ..schedule import parse_steps
 
-METHODS = ("dmd", "sid", "ode", "teacher_forcing", "diffusion_forcing", "flow_matching")
+METHODS = ("dmd", "sid", "ode", "teacher_forcing", "diffusion_forcing", "flow_matching", "cd")
 # methods with a trainable critic (fake score) next to the generator
 CRITIC_METHODS = ("dmd", "sid")
-# methods that need a frozen teacher (real score)
-TEACHER_METHODS = ("dmd", "sid")
+# methods that need a frozen teacher (real score; for cd the causal AR-diffusion teacher)
+TEACHER_METHODS = ("dmd", "sid", "cd")
 # methods that read clean latents (or ODE trajectories) instead of self-generated samples
-LATENT_METHODS = ("ode", "teacher_forcing", "diffusion_forcing", "flow_matching")
+LATENT_METHODS = ("ode", "teacher_forcing", "diffusion_forcing", "flow_matching", "cd")
+# methods that roll the generator out on its own samples (long rollouts and the reward term apply)
+ROLLOUT_METHODS = ("dmd", "sid")
+# methods whose generator loss the T2V-Turbo reward term can be added to
+REWARD_METHODS = ("dmd", "sid", "cd")
 
 
 def _check(cond: bool, msg: str) -> None:
@@ -108,6 +112,58 @@ class DMDConfig:
 
 
 @dataclass(frozen=True)
+class LongRolloutConfig:
+    """Training past the teacher's window (Self-Forcing++ / LongLive long tuning), dmd / sid only. factor K > 1:
+    the generator rolls out up to K x rollout.num_frames frames with a rolling KV cache (`cache_frames`, default
+    rollout.num_frames, and `sink_frames`); the DMD / critic losses see one window of rollout.num_frames frames
+    ("uniform": starting at a random chunk, Self-Forcing++; "last": ending at frame K x num_frames, LongLive).
+    Chunks before the window run without grad, so memory does not grow with K. positions: the cache's RoPE mode."""
+
+    factor: int = 1
+    window: str = "uniform"
+    cache_frames: int | None = None
+    sink_frames: int = 0
+    positions: str = "relative"
+
+    @property
+    def enabled(self) -> bool:
+        return self.factor > 1
+
+    def __post_init__(self) -> None:
+        _check(self.factor >= 1, f"long_rollout.factor must be >= 1 (1 = off), got {self.factor}")
+        _check(self.window in ("uniform", "last"), f"long_rollout.window={self.window!r}: use uniform or last")
+        _check(self.sink_frames >= 0, f"long_rollout.sink_frames must be >= 0, got {self.sink_frames}")
+        _check(self.positions in ROPE_MODES, f"long_rollout.positions={self.positions!r}: use one of {ROPE_MODES}")
+
+
+@dataclass(frozen=True)
+class ConsistencyConfig:
+    """Causal consistency distillation (method cd, T2V-Turbo's latent CD on a causal student): per chunk, with the
+    clean earlier chunks as context, a point n of a `steps`-interval grid (t_n = grid[round(1000 n / steps)], the
+    last sigma = 0) is drawn, the causal teacher makes one Euler step of `skip` intervals with CFG
+    x0_u + g (x0_c - x0_u) (g = guidance, or uniform in [guidance, guidance_max]), and the student's x0 at n is
+    pulled to the target's x0 at n + skip (target "ema": the EMA generator once it exists; "online": the generator
+    without grad). loss: "l2" or "huber" (sqrt(d^2 + c^2) - c)."""
+
+    steps: int = 48
+    skip: int = 1
+    guidance: float = 3.0
+    guidance_max: float | None = None
+    loss: str = "l2"
+    huber_c: float = 0.001
+    target: str = "ema"
+
+    def __post_init__(self) -> None:
+        _check(2 <= self.steps <= 1000, f"consistency.steps must be in 2..1000, got {self.steps}")
+        _check(1 <= self.skip < self.steps, f"consistency.skip must be in 1..{self.steps - 1}, got {self.skip}")
+        _check(self.guidance_max is None or self.guidance_max >= self.guidance,
+               f"consistency.guidance_max={self.guidance_max} must be >= guidance={self.guidance}")
+        _check(self.loss in ("l2", "huber"), f"consistency.loss={self.loss!r}: use l2 or huber")
+        _check(self.huber_c > 0, f"consistency.huber_c must be > 0, got {self.huber_c}")
+        _check(self.target in ("ema", "online"), f"consistency.target={self.target!r}: use ema or online")
+
+
+@dataclass(frozen=True)
 class SupervisedConfig:
     """Teacher forcing, diffusion forcing, flow matching and ODE regression (spec 1.4, 5.7)."""
 
@@ -183,7 +239,8 @@ class LoRAConfig:
 class RewardConfig:
     """T2V-Turbo mixed reward on the decoded rollout (generator updates only):
     L = L_method - beta_img * mean R_img(sampled frames) - beta_vid * R_vid(clip).
-    image / video / decoder: "package.module:factory" specs returning the callables (local weights only)."""
+    image / video: "clip:FOLDER" / "xclip:FOLDER" (built in, transformers) or "package.module:factory" specs;
+    decoder: "taehv:PATH", "wan:PATH" or a factory spec (local weights only)."""
 
     image: str | None = None
     video: str | None = None
@@ -263,6 +320,8 @@ class TrainConfig:
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     dmd: DMDConfig = field(default_factory=DMDConfig)
     supervised: SupervisedConfig = field(default_factory=SupervisedConfig)
+    long_rollout: LongRolloutConfig = field(default_factory=LongRolloutConfig)
+    consistency: ConsistencyConfig = field(default_factory=ConsistencyConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     ema: EMAConfig = field(default_factory=EMAConfig)
     lora: LoRAConfig = field(default_factory=LoRAConfig)
@@ -278,7 +337,19 @@ class TrainConfig:
         _check(self.export_dtype in ("bfloat16", "float16", "float32"),
                f"export_dtype={self.export_dtype!r}: use bfloat16, float16 or float32")
         if self.reward.enabled:
-            _check(self.method in ("dmd", "sid"), "the reward term applies to the self-rollout methods (dmd, sid)")
+            _check(self.method in REWARD_METHODS, f"the reward term applies to methods {REWARD_METHODS}, not "
+                                                  f"{self.method!r}")
+        lr = self.long_rollout
+        if lr.enabled:
+            _check(self.method in ROLLOUT_METHODS, f"long_rollout.factor={lr.factor} applies to the self-rollout "
+                                                   f"methods {ROLLOUT_METHODS}, not {self.method!r}; set it to 1")
+            _check(not self.rollout.independent_first_frame, "long_rollout needs chunks of equal size: windows "
+                   "start at any chunk; set rollout.independent_first_frame=false or long_rollout.factor=1")
+            cache = lr.cache_frames or self.rollout.num_frames
+            _check(cache >= self.rollout.chunk_frames + lr.sink_frames,
+                   f"long_rollout.cache_frames={cache} cannot hold a chunk of {self.rollout.chunk_frames} frames "
+                   f"plus {lr.sink_frames} sink frames; use cache_frames >= "
+                   f"{self.rollout.chunk_frames + lr.sink_frames}")
 
     @property
     def has_critic(self) -> bool:

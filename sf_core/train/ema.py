@@ -7,6 +7,7 @@ shadow <- decay * shadow + (1 - decay) * param.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -46,3 +47,40 @@ def maybe_start(ema: EMA | None, model: nn.Module, step: int, decay: float, star
     if ema is None and decay > 0 and step >= start_step:
         return EMA.create(model, decay)
     return ema
+
+
+def _reshard(model: nn.Module) -> None:
+    """Drop FSDP2's unsharded parameters (the root keeps them after forward), so the next forward all-gathers
+    the shards as they are now."""
+    from torch.distributed.fsdp import FSDPModule
+
+    for m in model.modules():
+        if isinstance(m, FSDPModule):
+            m.reshard()
+
+
+@contextmanager
+def ema_weights(model: nn.Module, ema: EMA | None):
+    """Inside the block `model` computes with the EMA shadow's weights (no grad), afterwards with its own again.
+
+    The weights are swapped in place (shards under FSDP2, which is resharded on both sides of the swap). Use it
+    *before* any grad-carrying forward of the same step: the swap bumps the parameters' versions. With no EMA
+    the block runs on the model's own weights.
+    """
+    if ema is None:
+        yield model
+        return
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        saved = {n: params[n].detach().clone() for n in ema.shadow}
+        _reshard(model)
+        for n, s in ema.shadow.items():
+            params[n].copy_(s.to(params[n].dtype))
+    try:
+        with torch.no_grad():
+            yield model
+    finally:
+        with torch.no_grad():
+            _reshard(model)
+            for n, s in saved.items():
+                params[n].copy_(s)

@@ -5,6 +5,12 @@ noise), the exit step keeps grad and its x0 is the chunk's output; the chunk is 
 cache by a no-grad context pass on x0 re-noised to `context_noise` (sigma(0) = 0.00498 on the shift-5
 grid, as the reference does in training). The cache's `grad_mode` decides how gradient crosses chunks
 (spec 5.2). Exit steps ("stochastic gradient truncation") are drawn on rank 0 and broadcast.
+
+Long rollouts (Self-Forcing++ / LongLive long tuning, `long_rollout.factor` K > 1): the same loop runs on a
+rolling KV cache past the training window, in two calls of `sampler.rollout` on one cache -- the chunks before
+the trained window under no_grad (in-place cache rows, no autograd history), then the window's chunks exactly
+as a normal training rollout (exit steps keep grad). Only the window is returned, so the graph and the cache
+are the same size for every K.
 """
 from __future__ import annotations
 
@@ -12,11 +18,12 @@ from typing import Sequence
 
 import torch
 
+from ..config import CausalConfig
 from ..denoiser import Denoiser
 from ..kv_cache import KVCache
 from ..model import WanTransformer
 from ..sampler import NoiseFn, rollout
-from .config import RolloutConfig
+from .config import LongRolloutConfig, RolloutConfig
 from .distributed import DistInfo, broadcast_ints
 from .rng import keyed_generator
 
@@ -85,3 +92,52 @@ def self_forcing_rollout(generator: Denoiser, rcfg: RolloutConfig, *, batch: int
                    causal=rcfg.causal(), noise_fn=noise_fn, noise=noise, channels=noise.shape[1],
                    context_t=rcfg.context_noise, context_renoise=True, exit_steps=list(exit_steps),
                    dtype=dtype, device=noise.device, on_step=on_step)
+
+
+def window_start(seed: int, step: int, purpose: str, rcfg: RolloutConfig, lcfg: LongRolloutConfig) -> int:
+    """First latent frame of the trained window of a long rollout of lcfg.factor x rcfg.num_frames frames: a chunk
+    start drawn uniformly (keyed, the same on every rank) with window "uniform", the last window with "last"."""
+    total, n = rcfg.num_frames * lcfg.factor, rcfg.num_frames
+    if lcfg.window == "last" or lcfg.factor == 1:
+        return total - n
+    starts = [s for s, _ in rcfg.causal().chunk_bounds(total) if s + n <= total]
+    pick = torch.randint(0, len(starts), (1,), generator=keyed_generator(seed, step, purpose, "long_window"))
+    return starts[int(pick)]
+
+
+def long_cache(model: torch.nn.Module, batch: int, rcfg: RolloutConfig, lcfg: LongRolloutConfig, *, grad_mode: str,
+               dtype: torch.dtype, device: torch.device | str) -> KVCache:
+    """The rolling KV cache of a long training rollout (`cache_frames`, default the training window, + sink)."""
+    cfg = model.config
+    causal = CausalConfig(chunk_frames=rcfg.chunk_frames, window_frames=lcfg.cache_frames or rcfg.num_frames,
+                          sink_frames=lcfg.sink_frames)
+    return KVCache.for_config(causal, num_layers=cfg.num_layers, num_heads=cfg.num_heads, head_dim=cfg.head_dim,
+                              tokens_per_frame=cfg.tokens_per_frame(rcfg.latent_height, rcfg.latent_width),
+                              batch=batch, dtype=dtype, device=device, rope_mode=lcfg.positions, grad_mode=grad_mode)
+
+
+def long_self_forcing_rollout(generator: Denoiser, rcfg: RolloutConfig, lcfg: LongRolloutConfig, *, batch: int,
+                              noise: torch.Tensor, noise_fn: NoiseFn, exit_steps: Sequence[int], start: int,
+                              grad_mode: str = "straight_through", on_step=None) -> torch.Tensor:
+    """Roll out latent frames [0, start + num_frames) and return the window [start, start + num_frames).
+
+    noise: [B, C, start + num_frames, H, W]; exit_steps: per chunk of the whole rollout (at least its chunks).
+    Returns [B, C, num_frames, H, W]; under grad only the window's exit steps carry it (see the module doc).
+    """
+    n, chunk = rcfg.num_frames, rcfg.chunk_frames
+    if start % chunk or noise.shape[2] != start + n:
+        raise ValueError(f"window start {start} must be a chunk boundary and noise must cover {start + n} frames "
+                         f"(got {noise.shape[2]})")
+    dtype = generator.dtype or noise.dtype
+    cache = long_cache(generator.model, batch, rcfg, lcfg, grad_mode=grad_mode, dtype=dtype, device=noise.device)
+    common = dict(batch=batch, latent_hw=(rcfg.latent_height, rcfg.latent_width),
+                  timesteps=sampling_timesteps(rcfg), causal=rcfg.causal(), noise_fn=noise_fn,
+                  channels=noise.shape[1], context_t=rcfg.context_noise, context_renoise=True, dtype=dtype,
+                  device=noise.device, on_step=on_step)
+    exits, before = list(exit_steps), start // chunk
+    if start:
+        with torch.no_grad():  # the way to the window: no autograd history, in-place cache rows
+            rollout(generator, cache, num_frames=start, noise=noise[:, :, :start], exit_steps=exits[:before],
+                    **common)
+    return rollout(generator, cache, num_frames=n, start_frame=start, noise=noise[:, :, start:],
+                   exit_steps=exits[before:before + n // chunk], **common)

@@ -149,7 +149,8 @@ class Trainer:
 
     def _update(self, loss_fn, opt, params, max_norm: float, what: str) -> dict[str, float]:
         opt.zero_grad(set_to_none=True)
-        loss, logs = loss_fn(self.nets, self.next_batch(), StepEnv(self.cfg, self.step, self.info, self.dtype))
+        loss, logs = loss_fn(self.nets, self.next_batch(), StepEnv(self.cfg, self.step, self.info, self.dtype,
+                                                                     self.ema))
         if not torch.isfinite(loss):
             raise FloatingPointError(f"{what} loss is {float(loss)} at step {self.step}; stopped without saving. "
                                      f"Lower the learning rate, or use bf16 instead of fp16")

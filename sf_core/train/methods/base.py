@@ -40,6 +40,7 @@ class StepEnv:
     step: int
     info: DistInfo
     dtype: torch.dtype  # compute dtype of activations (bf16 under mixed precision)
+    ema: object | None = None  # the generator's EMA (sf_core.train.ema.EMA) once it exists: cd's target weights
 
     @property
     def device(self) -> torch.device:

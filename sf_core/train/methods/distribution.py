@@ -5,6 +5,10 @@ Generator update (spec 5.2-5.3): roll the causal generator out from noise exactl
 sample (t = 1000 s u / (1 + (s-1) u), clamped to [20, 980]), noise the result on the generator's grid, and
 pull it towards the teacher (real score, CFG) and away from the critic (fake score). Critic update (5.4):
 a fresh no-grad rollout, and the critic's flow-matching loss on it. Each update uses its own batch.
+
+With `long_rollout.factor` K > 1 both rollouts run up to K x the training window on a rolling cache and both
+losses see one window of rollout.num_frames frames of it (`rollout.long_self_forcing_rollout`): the teacher and
+the critic score it as a clip of their own length, re-noised at the DMD timestep as any generated sample.
 """
 from __future__ import annotations
 
@@ -15,7 +19,8 @@ import torch
 from ...schedule import FlowSchedule
 from ..losses import ScoreNets, critic_flow_loss, dmd_generator_loss, dmd_timestep, sid_generator_loss
 from ..models import Nets
-from ..rollout import ModuleDenoiser, draw_exit_steps, self_forcing_rollout, sampling_timesteps
+from ..rollout import (ModuleDenoiser, draw_exit_steps, long_self_forcing_rollout, sampling_timesteps,
+                       self_forcing_rollout, window_start)
 from .base import Batch, Logs, Method, StepEnv, scalar
 
 
@@ -29,6 +34,7 @@ class DistributionMatching(Method):
         self.score_schedule = FlowSchedule(cfg.dmd.score_shift)
         self.timesteps = sampling_timesteps(cfg.rollout)
         self.reward = reward  # optional RewardTerm (T2V-Turbo mixed reward), generator updates only
+        self.last_window = 0  # first frame of the window of the last rollout (long rollouts)
 
     # -- pieces (also used by the parity check with recorded draws) ---------------------------------
     def generator_denoiser(self, nets: Nets, context: torch.Tensor, dtype: torch.dtype | None) -> ModuleDenoiser:
@@ -48,6 +54,15 @@ class DistributionMatching(Method):
                                     batch=noise.shape[0], noise=noise, noise_fn=noise_fn, exit_steps=exit_steps,
                                     grad_mode=self.cfg.dmd.kv_grad, on_step=on_step)
 
+    def long_rollout(self, nets: Nets, context: torch.Tensor, *, noise: torch.Tensor, noise_fn,
+                     exit_steps: Sequence[int], start: int, dtype: torch.dtype | None = None,
+                     on_step=None) -> torch.Tensor:
+        """The window [start, start + num_frames) of a long rollout from `noise` [B, C, start + num_frames, H, W]."""
+        return long_self_forcing_rollout(self.generator_denoiser(nets, context, dtype), self.cfg.rollout,
+                                         self.cfg.long_rollout, batch=noise.shape[0], noise=noise, noise_fn=noise_fn,
+                                         exit_steps=exit_steps, start=start, grad_mode=self.cfg.dmd.kv_grad,
+                                         on_step=on_step)
+
     def timestep(self, raw: torch.Tensor, frames: int) -> torch.Tensor:
         d = self.cfg.dmd
         return dmd_timestep(raw, frames, d.timestep_shift, d.min_step, d.max_step)
@@ -64,14 +79,21 @@ class DistributionMatching(Method):
 
     # -- the trainer's entry points ------------------------------------------------------------------
     def _generate(self, nets: Nets, batch: Batch, env: StepEnv, phase: str) -> tuple[torch.Tensor, list[int]]:
-        r, cfg = self.cfg.rollout, nets.config
+        r, cfg, lr = self.cfg.rollout, nets.config, self.cfg.long_rollout
         draws = env.draws(f"{phase}/rollout", batch)
-        noise = draws.randn((cfg.in_dim, r.num_frames, r.latent_height, r.latent_width))
-        exits = draw_exit_steps(self.cfg.seed, env.step, phase, len(r.causal().chunk_bounds(r.num_frames)),
-                                len(self.timesteps), same_step_across_blocks=self.cfg.dmd.same_step_across_blocks,
+        start = window_start(self.cfg.seed, env.step, phase, r, lr) if lr.enabled else 0
+        self.last_window = start
+        noise = draws.randn((cfg.in_dim, start + r.num_frames, r.latent_height, r.latent_width))
+        exits = draw_exit_steps(self.cfg.seed, env.step, phase,
+                                len(r.causal().chunk_bounds(r.num_frames * lr.factor)), len(self.timesteps),
+                                same_step_across_blocks=self.cfg.dmd.same_step_across_blocks,
                                 last_step_only=self.cfg.dmd.last_step_only, info=env.info)
-        x = self.rollout(nets, batch.context, noise=noise, noise_fn=draws.noise_fn(), exit_steps=exits,
-                         dtype=env.dtype)
+        if lr.enabled:
+            x = self.long_rollout(nets, batch.context, noise=noise, noise_fn=draws.noise_fn(), exit_steps=exits,
+                                  start=start, dtype=env.dtype)
+        else:
+            x = self.rollout(nets, batch.context, noise=noise, noise_fn=draws.noise_fn(), exit_steps=exits,
+                             dtype=env.dtype)
         return x, exits
 
     def _t_eps(self, x: torch.Tensor, batch: Batch, env: StepEnv, phase: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -85,6 +107,8 @@ class DistributionMatching(Method):
         loss, info = self.objective(x, eps, t, self.score_nets(nets, batch.context, batch.negative, env.dtype))
         logs = {"generator_loss": scalar(loss), "dmdtrain_gradient_norm": scalar(info["dmdtrain_gradient_norm"]),
                 "exit_step": float(exits[0])}
+        if self.cfg.long_rollout.enabled:
+            logs["window_start"] = float(self.last_window)
         if self.reward is not None:
             r_loss, r_logs = self.reward(x, batch, env, exits)
             loss = loss + r_loss
