@@ -149,7 +149,8 @@ class SessionStepper:
                 else:
                     x = noise if noise is not None else self.noise_fn((b, c, e - s, h, w))
                     x = x.to(device=session.device, dtype=session.dtype)
-                    first = st.first_steps is not None and session.cache.length == 0  # Causal Forcing++
+                    # Causal Forcing++: the video's first sampled chunk (also after given frames), or a new shot
+                    first = st.first_steps is not None and (session.sampled_chunks == 0 or session.cache.length == 0)
                     x0 = step_chunk(self.den, session.cache, x, s, self.first_timesteps if first else self.timesteps,
                                     self.noise_fn, context_t=st.context_t, context_renoise=st.context_renoise,
                                     callback=cb)
@@ -168,6 +169,7 @@ class SessionStepper:
         # the chunk is done: record it (from here on an exception leaves a consistent, advanced session)
         session.record_chunk(s, x0)
         session.next_frame, session.chunk_index, session.context, session.pending = e, ci + 1, src, pending
+        session.sampled_chunks += 1
         if self.decoder is not None:
             session.decoder_state, session.decoded_frames = dstate, e
         if session.device.type == "cuda":

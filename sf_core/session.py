@@ -183,6 +183,9 @@ class Session:
     # rolling sampler: noisy latents [B, C, k, h, w] of the k frames after next_frame already in flight (started,
     # not finished); None for the chunk sampler and before the first window
     pending: torch.Tensor | None = None
+    # chunks sampled so far (not given by commit_frames): Causal Forcing++ gives the first one `first_steps`, also
+    # after an image or a given video, as its official pipeline does (block 0 after the initial latents)
+    sampled_chunks: int = 0
 
     @property
     def device(self) -> torch.device:

@@ -64,6 +64,7 @@ def save_session(session: Session, path: str | Path, *, include_cache: bool = Tr
         "prompts": {"policy": session.prompts.policy, "transition_chunks": session.prompts.transition_chunks,
                     "entries": [{"start_chunk": e.start_chunk, "text": e.text} for e in session.prompts.entries]},
         "decoder": decoder_spec, "decoded_frames": session.decoded_frames,
+        "sampled_chunks": session.sampled_chunks,
     }
     # independent CPU copies: safetensors refuses tensors that share storage
     out = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
@@ -134,7 +135,8 @@ def _build(meta: dict, tensors: dict[str, torch.Tensor], model, device, backend:
                       next_frame=int(meta["next_frame"]), chunk_index=int(meta["chunk_index"]), held=held,
                       context=context, decoder_state=_unpack(meta["decoder"], "decoder", tensors, device),
                       decoded_frames=int(meta["decoded_frames"]), cache_stale=bool(meta.get("cache_stale")),
-                      pending=tensors["pending"].to(device=device, dtype=dtype) if "pending" in tensors else None)
+                      pending=tensors["pending"].to(device=device, dtype=dtype) if "pending" in tensors else None,
+                      sampled_chunks=int(meta.get("sampled_chunks", meta["chunk_index"])))
     if model is not None:
         session.check_model(model)
     if not cm["included"] and held_frames:

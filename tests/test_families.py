@@ -193,3 +193,45 @@ def test_first_chunk_schedule_in_sessions():
     finally:
         Denoiser.__call__ = orig
     assert [round(c, 2) for c in calls] == [1000.0, 937.5, 833.33, 625.0, 1000.0, 1000.0]
+
+
+def test_first_chunk_schedule_after_an_image_and_across_session_files(tmp_path):
+    """Causal Forcing++ image-to-video: the first *sampled* frame after the committed image gets the 4 steps (the
+    official pipeline: block 0 after the initial latents), the next ones 2; a session saved after it and continued
+    from the file keeps that (2 steps) and equals the uninterrupted video."""
+    from sf_core.context_frames import commit_frames, frames_settings
+    from sf_core.denoiser import Denoiser
+    from sf_core.pipeline import generate
+    from sf_core.session import new_session
+    from sf_core.session_io import load_session, save_session
+
+    m, ctx = tiny_model(), conditioning(0)
+    image = torch.randn(1, 16, 1, *HW, generator=torch.Generator().manual_seed(3))
+    st = frames_settings(settings_for("causal_forcing_2step"))
+    calls = []
+    orig = Denoiser.__call__
+
+    def spy(self, x, t, **kw):
+        calls.append(round(float(t.flatten()[0]), 2))
+        return orig(self, x, t, **kw)
+
+    def start():
+        s = new_session(m, ctx, latent_hw=HW, seed=0, settings=st)
+        commit_frames(m, s, image)
+        return s
+
+    Denoiser.__call__ = spy
+    try:
+        whole = generate(m, start(), num_frames=3)
+        assert calls == [1000.0, 937.5, 833.33, 625.0, 1000.0, 833.33, 1000.0, 833.33]
+        calls.clear()
+        s = start()
+        first = generate(m, s, num_frames=1)
+        save_session(s, tmp_path / "s.safetensors")
+        s2 = load_session(tmp_path / "s.safetensors", m)
+        assert s2.sampled_chunks == 1
+        rest = generate(m, s2, num_frames=2)
+    finally:
+        Denoiser.__call__ = orig
+    assert calls == [1000.0, 937.5, 833.33, 625.0, 1000.0, 833.33, 1000.0, 833.33]
+    assert torch.equal(torch.cat([first, rest], dim=2), whole)
