@@ -7,6 +7,8 @@ A family fixture has the format of the Self Forcing ones (`docs/fixtures.md`: sa
   `sf_core.rolling.rolling_rollout` (the window's input and per-frame timesteps, its x0), the KV cache after every
   commit of a finished chunk (the sink's keys, stored unroped by the official cache, roped at frame 0 here), and
   the output latents; noise draws replayed in the order sf_core draws them.
+- causal_forcing, longlive: chunk-sampler families, replayed through presets, sessions and the session stepper
+  (`sf_core.family_replay`).
 """
 from __future__ import annotations
 
@@ -96,7 +98,16 @@ def rolling_forcing(fx: Fixture) -> dict[str, dict]:
     return {"RF_rolling_window": worst}
 
 
-PARTS = {"rolling_forcing": rolling_forcing}
+def _chunk_family(name: str):
+    def run(fx: Fixture) -> dict[str, dict]:
+        from . import family_replay  # noqa: PLC0415 - sessions and nodes of the pipeline, only when needed
+
+        return getattr(family_replay, name)(fx, _model)
+    return run
+
+
+PARTS = {"rolling_forcing": rolling_forcing, "causal_forcing": _chunk_family("causal_forcing"),
+         "longlive": _chunk_family("longlive")}
 
 
 def run(fx: Fixture) -> dict[str, dict]:

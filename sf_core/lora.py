@@ -49,6 +49,13 @@ def read_lora(path: str | Path) -> LoraFactors:
         tensors = {k: v for k, v in sub.items() if isinstance(v, torch.Tensor)}
     else:
         tensors = raw.tensors
+    lora = lora_from_tensors(tensors, str(where))
+    lora.family = family
+    return lora
+
+
+def lora_from_tensors(tensors: Mapping[str, torch.Tensor], where: str = "the LoRA") -> LoraFactors:
+    """LoRA factors from a flat state dict with peft's key names (as `get_peft_model_state_dict` writes them)."""
     parts: dict[str, dict[str, torch.Tensor]] = {}
     unknown = []
     for k, v in tensors.items():
@@ -74,7 +81,7 @@ def read_lora(path: str | Path) -> LoraFactors:
         factors[name] = (a, b)
     if len(ranks) != 1:
         raise CheckpointError(f"{where}: LoRA ranks differ between layers ({sorted(ranks)}); not supported")
-    return LoraFactors(factors, ranks.pop(), family, str(where))
+    return LoraFactors(factors, ranks.pop(), None, str(where))
 
 
 def merge_lora(sd: Mapping[str, torch.Tensor], lora: LoraFactors, alpha: float | None = None,
@@ -96,4 +103,4 @@ def merge_lora(sd: Mapping[str, torch.Tensor], lora: LoraFactors, alpha: float |
     return out
 
 
-__all__ = ["LoraFactors", "read_lora", "merge_lora"]
+__all__ = ["LoraFactors", "read_lora", "lora_from_tensors", "merge_lora"]
