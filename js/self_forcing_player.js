@@ -11,7 +11,8 @@ import { EVENT_PREFIX, parseChunk, parseEnd, parseLiveState, parseStart } from "
 import { Player } from "./lib/player.js";
 
 const EXTENSION = "selfforcing.live_player";
-const PLAYER_NODES = new Set(["SF_CausalSampler", "SF_ContinueSession", "SF_StreamingDecode", "SF_LiveStream"]);
+const PLAYER_NODES = new Set(["SF_CausalSampler", "SF_ContinueSession", "SF_StreamingDecode", "SF_LiveStream",
+  "SF_ImageToVideo", "SF_ExtendVideo"]);
 const LIVE_NODES = new Set(["SF_LiveStream"]);
 const SIZE_WIDGETS = ["width", "height", "length", "batch_size"]; // SF_CausalSampler: unused with a latent
 const PREVIEW_WIDGET = "$$canvas-image-preview";

@@ -17,7 +17,8 @@ MULTILINE_H = 96
 COLUMN_GAP = 60
 ROW_GAP = 40
 WIDTH = 360
-PLAYER_NODES = {"SF_CausalSampler", "SF_ContinueSession", "SF_StreamingDecode", "SF_LiveStream"}
+PLAYER_NODES = {"SF_CausalSampler", "SF_ContinueSession", "SF_StreamingDecode", "SF_LiveStream", "SF_ImageToVideo",
+                "SF_ExtendVideo"}
 PLAYER_H = 300  # js/self_forcing_player.js: the player's height at the default node width
 EXTRA_H = {"PreviewImage": 240, "SaveVideo": 0}
 WIDE = {"SF_CausalSampler": 440, "SF_ContinueSession": 400, "SF_StreamingDecode": 400, "SF_LiveStream": 440,
