@@ -216,6 +216,40 @@ def extend_video() -> list:
     return g
 
 
+def family_text_to_video(checkpoint: str, title: str, preset: str, length: int,
+                         schedule: tuple[int, str] | None = None) -> list:
+    """A checkpoint family's text to video (issue 11): its official file downloaded (SF Download Checkpoint records
+    the family on the MODEL), the sampler's family 'auto' takes the family's preset; the widgets at their defaults."""
+    g: list = [dict(id=1, type="SF_DownloadCheckpoint", col=0,
+                    widgets=dict(checkpoint=checkpoint, which="auto", weight_dtype="default"), title=title)]
+    loaders(g)
+    del g[1]  # the UNETLoader: the download node gives the MODEL
+    g.append(dict(id=4, type="CLIPTextEncode", col=1, widgets=dict(text=T2V_PROMPT), links=dict(clip=(2, 0)),
+                  title="Prompt" if schedule is None else "Prompt (until the switch)"))
+    links = dict(model=(1, 0), positive=(4, 0), vae=(3, 0))
+    if schedule is not None:
+        g += [dict(id=20, type="CLIPTextEncode", col=1, widgets=dict(text=schedule[1]), links=dict(clip=(2, 0)),
+                   title=f"Prompt from chunk {schedule[0]}"),
+              dict(id=21, type="SF_PromptSchedule", col=2, links=dict(conditioning=(20, 0)),
+                   widgets=dict(start_chunk=schedule[0], switch_policy="recache", transition_chunks=0))]
+        links["prompt_schedule"] = (21, 0)
+    g.append(dict(id=6, type="SF_CausalSampler", col=3 if schedule else 2, links=links,
+                  widgets=sampler_widgets(length=length, family="auto"),
+                  title=f"SF Causal Sampler (family auto: {preset})"))
+    save_video(g, 4 if schedule else 3, (6, 2), 16.0, f"video/{checkpoint}")
+    return g
+
+
+def longlive() -> list:  # LongLive's interactive switch at latent frame 40 = chunk 14; 81 latent frames = 20 s
+    return family_text_to_video("longlive-base", "LongLive 1.3B (base + LoRA, merged)",
+                                "LongLive preset", 321, (14, STORY[1][1]))
+
+
+def causal_forcing() -> list:
+    return family_text_to_video("causal-forcing-framewise-2step", "Causal Forcing++ frame-wise 2-step",
+                                "Causal Forcing++", 81)
+
+
 def training_smoke_test() -> list:
     return [
         dict(id=1, type="SF_ToyTrainingPrompts", col=0, widgets=dict(name="smoke_test_prompts"),
@@ -268,6 +302,10 @@ WORKFLOWS = [
     Workflow("self_forcing_live_wan", "Self Forcing live stream - Wan, steer it while it plays", live_wan),
     Workflow("self_forcing_image_to_video", "Self Forcing image to video - Wan", image_to_video),
     Workflow("self_forcing_extend_video", "Self Forcing extend a video - Wan", extend_video),
+    Workflow("longlive_text_to_video",
+             "Self Forcing family LongLive - text to video, 20 s, prompt switch with re-cache", longlive),
+    Workflow("causal_forcing_text_to_video", "Self Forcing family Causal Forcing - frame-wise 2-step, 5 s",
+             causal_forcing),
     Workflow("training_smoke_test_cpu", "Self Forcing training smoke test - CPU, no download",
              training_smoke_test),
     Workflow("training_self_forcing_dmd", "Self Forcing DMD training - 8 GPUs", training_dmd),
