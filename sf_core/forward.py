@@ -24,7 +24,7 @@ import torch.utils.checkpoint as ckpt
 from .attention import BlockCausalMask, attention
 from .kv_cache import KVCache
 from .model import Block
-from .rope import apply_rope, rope_cos_sin
+from .rope import apply_rope, rope_freqs
 
 
 def sinusoidal_embedding(dim: int, t: torch.Tensor) -> torch.Tensor:
@@ -71,9 +71,11 @@ def _cross_kv(attn, ctx: torch.Tensor, heads: int) -> tuple[torch.Tensor, torch.
     return k, v
 
 
-def block_forward(block, x, e0, cos, sin, cross_k, cross_v, frames: int, heads: int, kv_source,
+def block_forward(block, x, e0, freqs, cross_k, cross_v, frames: int, heads: int, kv_source,
                   mask: BlockCausalMask | None, backend: str, need_ffn: bool = True):
     """One transformer block. Returns (x, k, v) with this call's roped keys and raw values.
+
+    x: the residual stream [B, L, dim] (contiguous); freqs: RoPE rotations [L, 1, head_dim/2] (`rope.rope_freqs`).
 
     `kv_source(k, v) -> (K, V)` gives what self-attention attends over: the tokens themselves (no cache)
     or all valid cache rows plus these (cache). It must be pure under activation checkpointing.
@@ -93,8 +95,8 @@ def block_forward(block, x, e0, cos, sin, cross_k, cross_v, frames: int, heads: 
     q = sa.norm_q(sa.q(h)).view(b, length, heads, -1)
     k = sa.norm_k(sa.k(h)).view(b, length, heads, -1)
     v = sa.v(h).view(b, length, heads, -1)
-    q = apply_rope(q, cos, sin).type_as(v)
-    k = apply_rope(k, cos, sin).type_as(v)
+    q = apply_rope(q, freqs).type_as(v)
+    k = apply_rope(k, freqs).type_as(v)
     kk, vv = kv_source(k, v)
     y = attention(q, kk, vv, mask, backend).flatten(2)
     x = x + gate(sa.o(y), mod[2])
@@ -146,7 +148,7 @@ def wan_forward(model, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, 
     tokens = model.patch_embedding(x.float()).to(dtype)  # Wan keeps the patch conv in float32
     grid = tuple(tokens.shape[2:])
     frames, gh, gw = grid
-    tokens = tokens.flatten(2).transpose(1, 2)
+    tokens = _rows(tokens)
     if t.shape != (b, frames):
         raise ValueError(f"timestep shape {tuple(t.shape)} does not match [B={b}, frames={frames}]")
 
@@ -159,13 +161,13 @@ def wan_forward(model, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, 
         cache.begin(start_frame, frames)
         rope_start = cache.rope_start  # the frame's slot when the cache uses relative positions
     try:
-        cos, sin = rope_cos_sin(dim // heads, rope_start, frames, gh, gw, tokens.device, rope_dtype)
+        freqs = rope_freqs(dim // heads, rope_start, frames, gh, gw, tokens.device, rope_dtype)
     except BaseException:
         if cache is not None:
             cache.abort()
         raise
     grad_ckpt = checkpoint and torch.is_grad_enabled()
-    xs = tokens
+    xs, tokens = tokens, None  # only the residual stream keeps the patch embedding alive
     try:
         for i, block in enumerate(model.blocks):
             cached = cache.cross(i, ctx_key) if cache is not None else None
@@ -182,7 +184,7 @@ def wan_forward(model, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, 
                 kv_source = cache.source(i)
             else:
                 kv_source = _identity_kv
-            args = (xs, e0, cos, sin, ck, cv, frames, heads, kv_source, mask, backend, need_ffn)
+            args = (xs, e0, freqs, ck, cv, frames, heads, kv_source, mask, backend, need_ffn)
             # our blocks are called as modules (hooks such as FSDP2's unshard fire); host blocks via the function
             run = block if isinstance(block, Block) else functools.partial(block_forward, block)
             if grad_ckpt:
@@ -211,6 +213,15 @@ def wan_forward(model, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, 
 
 def _identity_kv(k, v):
     return k, v
+
+
+def _rows(tokens: torch.Tensor) -> torch.Tensor:
+    """Patch embeddings [B, dim, F, H, W] -> the residual stream [B, L, dim], contiguous.
+
+    The transposed view would stay strided through every block: each LayerNorm would copy it first and the
+    residual adds would mix layouts (several times slower on CPU). Only elementwise ops and LayerNorms read the
+    stream, so one copy here changes no value."""
+    return tokens.flatten(2).transpose(1, 2).contiguous()
 
 
 def flow_to_x0(x_t: torch.Tensor, flow: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
