@@ -121,8 +121,8 @@ def test_window_equals_the_frames_of_one_long_rollout(tmp_path):
         cache = long_cache(nets.generator, 1, cfg.rollout, cfg.long_rollout, grad_mode="straight_through",
                            dtype=torch.float32, device="cpu")
         ref = rollout(den, cache, batch=1, num_frames=18, latent_hw=(4, 4), timesteps=sampling_timesteps(cfg.rollout),
-                      causal=cfg.rollout.causal(), noise_fn=d.noise_fn(), noise=noise, channels=16, context_renoise=True,
-                      exit_steps=exits[:6])
+                      causal=cfg.rollout.causal(), noise_fn=d.noise_fn(), noise=noise, channels=16,
+                      context_renoise=True, exit_steps=exits[:6])
     assert cache.length == 6 and cache.positions == list(range(12, 18))  # the rolling window really rolled
     assert torch.allclose(outs["relative"], ref[:, :, start:], atol=1e-5)
     assert torch.allclose(outs["absolute"], outs["relative"], atol=1e-4)

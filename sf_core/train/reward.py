@@ -11,9 +11,9 @@ Reward callables (pluggable, from local files only -- nothing is downloaded):
 - video: `fn(clips [N, T, 3, H, W] in [0, 1], prompts list[N]) -> scores [N]` (e.g. InternVideo2 / ViCLIP).
 Built in (`sf_core.train.reward_models`): "clip:FOLDER" (image: any CLIP-family transformers checkpoint) and
 "xclip:FOLDER" (video: X-CLIP). Any other is a "package.module:factory" spec; the factory is called without
-arguments and returns the callable (it loads its own weights from local paths). Decoders: "taehv:PATH", "wan:PATH", a weight file
-path (kind detected) or a "module:factory" spec. Frames of the window and the clip are chosen with keyed
-randomness (same on every rank).
+arguments and returns the callable (it loads its own weights from local paths). Decoders: "taehv:PATH",
+"wan:PATH", a weight file path (kind detected) or a "module:factory" spec. Frames of the window and the clip
+are chosen with keyed randomness (same on every rank).
 """
 from __future__ import annotations
 

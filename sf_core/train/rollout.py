@@ -28,6 +28,23 @@ from .distributed import DistInfo, broadcast_ints
 from .rng import keyed_generator
 
 
+class _CacheRef:
+    """The KV cache behind a plain reference for the module call. FSDP2's pre-forward rebuilds dataclass arguments
+    that hold grad-carrying tensors (`dataclasses.replace` in its post-backward hook registration), so a
+    grad-enabled call on a cache whose rows carry grad would write a *copy*: the caller's cache would miss the
+    chunk (teacher forcing lost its clean context, and the straight-through gradient of the third and later
+    chunks of a rollout was dropped). Attribute access goes to the cache itself; its rows reach the blocks
+    inside `cache.source`'s closure, as before."""
+
+    __slots__ = ("_cache",)
+
+    def __init__(self, cache: KVCache):
+        self._cache = cache
+
+    def __getattr__(self, name: str):
+        return getattr(self._cache, name)
+
+
 class ModuleDenoiser(Denoiser):
     """A Denoiser that calls the model *module* (so FSDP2's root hooks unshard the embeddings and the head).
 
@@ -40,8 +57,8 @@ class ModuleDenoiser(Denoiser):
                                 need_output=need_output)
         ctx = self.context if context is None else context
         ckpt = self.checkpoint or bool(getattr(self.model, "gradient_checkpointing", False))
-        return self.model(x, t, ctx, cache=cache, start_frame=start_frame, mask=mask, backend=self.backend,
-                          checkpoint=ckpt, dtype=self.dtype, need_output=need_output)
+        return self.model(x, t, ctx, cache=None if cache is None else _CacheRef(cache), start_frame=start_frame,
+                          mask=mask, backend=self.backend, checkpoint=ckpt, dtype=self.dtype, need_output=need_output)
 
 
 def sampling_timesteps(rcfg: RolloutConfig) -> torch.Tensor:
