@@ -29,7 +29,7 @@ log = logging.getLogger("selfforcing.nodes")
 RUNS_SUBDIR = "self_forcing_training"
 TrainData = io.Custom("SF_TRAIN_DATA")  # a directory of embedding / latent shards (its path)
 RANDOM_MODEL = "(random tiny model - smoke test)"
-METHODS = ["dmd", "sid", "ode", "teacher_forcing", "diffusion_forcing", "flow_matching"]
+METHODS = ["dmd", "sid", "ode", "teacher_forcing", "diffusion_forcing", "flow_matching", "cd"]
 
 
 def _runs_dir() -> Path:
@@ -115,17 +115,20 @@ def _model_options() -> list[str]:
 
 
 def build_config(*, method: str, embeddings_dir: str, generator: str, teacher: str, critic: str, max_steps: int,
-                 batch_size: int, config_file: str, overrides: str, run_dir: Path) -> dict:
+                 batch_size: int, config_file: str, overrides: str, run_dir: Path,
+                 long_rollout_factor: int = 1) -> dict:
     """The trainer's config dict from the node's widgets (a config file, if given, is the base)."""
     from sf_core.config import WanConfig
-    from sf_core.train.config import TrainConfig, apply_overrides, parse_set_args
+    from sf_core.train.config import LATENT_METHODS, TrainConfig, apply_overrides, parse_set_args
     from sf_core.train.data import ShardDataset
 
     base = TrainConfig.load(_resolve_file(config_file, "config file")) if config_file.strip() else TrainConfig()
     d = base.to_dict()
     d.update(method=method, max_steps=int(max_steps), out_dir=str(run_dir))
     d["data"].update(batch_size=int(batch_size))
-    key = "latents" if method in ("ode", "teacher_forcing", "diffusion_forcing", "flow_matching") else "embeddings"
+    if int(long_rollout_factor) > 1:  # a config file's own factor stays unless the widget asks for one
+        d["long_rollout"].update(factor=int(long_rollout_factor))
+    key = "latents" if method in LATENT_METHODS else "embeddings"
     d["data"][key] = embeddings_dir
     models = d["models"]
     for role, choice in (("generator", generator), ("teacher", teacher), ("critic", critic)):
@@ -156,7 +159,9 @@ class TrainSelfForcing(io.ComfyNode):
                 io.Combo.Input("method", options=METHODS, default="dmd",
                                tooltip="dmd: Self Forcing DMD (the paper). sid: score identity distillation. "
                                        "ode: ODE-regression init. teacher_forcing / diffusion_forcing / "
-                                       "flow_matching: supervised baselines on clean latents."),
+                                       "flow_matching: supervised baselines on clean latents. cd: causal "
+                                       "consistency distillation from a causal teacher on clean latents (an init "
+                                       "without ODE pairs, or with LoRA + reward overrides T2V-Turbo's recipe)."),
                 io.Combo.Input("generator", options=models, default=RANDOM_MODEL,
                                tooltip="The causal student to train (e.g. the ODE-initialised Self Forcing "
                                        "checkpoint)."),
@@ -189,6 +194,10 @@ class TrainSelfForcing(io.ComfyNode):
                                 tooltip="Optional .json/.toml trainer config used as the base (see docs/training.md)."),
                 io.String.Input("overrides", default="", multiline=True, optional=True,
                                 tooltip="One KEY=VALUE per line, e.g. optim.lr=1e-6 or checkpoint.every=25."),
+                io.Int.Input("long_rollout_factor", default=1, min=1, max=64, optional=True,
+                             tooltip="dmd / sid: roll the generator out this many times its training length on a "
+                                     "rolling KV cache and train on a window of it (Self-Forcing++ / LongLive), "
+                                     "against drift in long videos. 1 = off (the paper)."),
             ],
             outputs=[io.String.Output(display_name="checkpoint_path"), io.Image.Output(display_name="loss_plot"),
                      io.String.Output(display_name="run_dir")],
@@ -200,7 +209,7 @@ class TrainSelfForcing(io.ComfyNode):
     @classmethod
     def execute(cls, method, generator, teacher, critic, run_name, max_steps, batch_size, nproc_per_node, nnodes,
                 node_rank, master_addr, master_port, resume, train_data=None, data_dir="", config_file="",
-                overrides="") -> io.NodeOutput:
+                overrides="", long_rollout_factor=1) -> io.NodeOutput:
         from sf_core.config import ConfigError
         from sf_core.train import checkpoint as ckpt
         from sf_core.train.launcher import LaunchSpec, TrainingFailed, TrainingProcess, follow
@@ -216,7 +225,7 @@ class TrainSelfForcing(io.ComfyNode):
         try:
             cfg = build_config(method=method, embeddings_dir=embeddings_dir, generator=generator, teacher=teacher,
                                critic=critic, max_steps=max_steps, batch_size=batch_size, config_file=config_file,
-                               overrides=overrides, run_dir=run_dir)
+                               overrides=overrides, run_dir=run_dir, long_rollout_factor=long_rollout_factor)
         except (ConfigError, FileNotFoundError) as e:
             raise host.NodeInputError(str(e)) from None
         cfg["checkpoint"]["resume"] = "auto" if resume else "none"

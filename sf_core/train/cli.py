@@ -27,7 +27,7 @@ from .config import TrainConfig, parse_set_args
 
 log = logging.getLogger("sf_core.train")
 
-PRESETS = ("tiny", "dmd", "sid", "ode", "teacher_forcing", "diffusion_forcing", "flow_matching")
+PRESETS = ("tiny", "dmd", "dmd_long", "sid", "ode", "teacher_forcing", "diffusion_forcing", "flow_matching", "cd")
 
 
 def _setup_logging() -> int:
@@ -140,8 +140,10 @@ def cmd_init_config(args) -> int:
         cfg = TrainConfig.tiny()
     else:
         base = TrainConfig.tiny().to_dict() if args.tiny else {}
-        d = {**base, "method": args.preset}
-        if args.preset in ("ode", "teacher_forcing", "diffusion_forcing", "flow_matching"):
+        d = {**base, "method": "dmd" if args.preset == "dmd_long" else args.preset}
+        if args.preset == "dmd_long":  # Self-Forcing++ / LongLive: DMD on windows of 4x longer rollouts
+            d["long_rollout"] = {"factor": 4}
+        if args.preset in ("ode", "teacher_forcing", "diffusion_forcing", "flow_matching", "cd"):
             d["data"] = {**d.get("data", {}), "latents": "data/latents"}
         else:
             d["data"] = {**d.get("data", {}), "embeddings": "data/embeddings"}
