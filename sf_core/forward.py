@@ -79,6 +79,7 @@ def block_forward(block, x, e0, freqs, cross_k, cross_v, frames: int, heads: int
 
     `kv_source(k, v) -> (K, V)` gives what self-attention attends over: the tokens themselves (no cache)
     or all valid cache rows plus these (cache). It must be pure under activation checkpointing.
+    need_ffn=False: only this call's K, V are computed and given to kv_source; x comes back unchanged.
     """
     b, length, dim = x.shape
     tpf = length // frames
@@ -92,6 +93,12 @@ def block_forward(block, x, e0, freqs, cross_k, cross_v, frames: int, heads: int
 
     sa = block.self_attn
     h = modulate(block.norm1(x), mod[0], mod[1])
+    if not need_ffn:  # the last block of a cache-only call: only its K, V are used (written to the cache)
+        k = sa.norm_k(sa.k(h)).view(b, length, heads, -1)
+        v = sa.v(h).view(b, length, heads, -1)
+        k = apply_rope(k, freqs).type_as(v)
+        kv_source(k, v)
+        return x, k, v
     q = sa.norm_q(sa.q(h)).view(b, length, heads, -1)
     k = sa.norm_k(sa.k(h)).view(b, length, heads, -1)
     v = sa.v(h).view(b, length, heads, -1)
@@ -100,8 +107,6 @@ def block_forward(block, x, e0, freqs, cross_k, cross_v, frames: int, heads: int
     kk, vv = kv_source(k, v)
     y = attention(q, kk, vv, mask, backend).flatten(2)
     x = x + gate(sa.o(y), mod[2])
-    if not need_ffn:
-        return x, k, v
 
     ca = block.cross_attn
     hq = ca.norm_q(ca.q(block.norm3(x))).view(b, length, heads, -1)
@@ -134,7 +139,8 @@ def wan_forward(model, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, 
     checkpoint: activation checkpointing per block (only when grad is enabled).
     dtype: compute dtype (default: x's dtype). rope_dtype: default float64 for fp32/fp64 compute
     (reference numerics), float32 for half precision.
-    need_output: False for the context pass that only fills the cache (skips the last FFN and the head).
+    need_output: False for the context pass that only fills the cache (the last block computes only its K, V:
+    no query, attention, FFN or head).
     """
     dim, heads, _, patch, out_dim = model_dims(model)
     dtype = dtype or x.dtype
