@@ -82,6 +82,14 @@ def _settings(model, timesteps, warp_timesteps, shift, chunk_frames, window_fram
                                             shift=resolve_shift(shift, host.model_shift(model)), causal=causal))
 
 
+def _prepare(model, images, vae, preview_decoder, timesteps, warp_timesteps, shift, chunk_frames, window_frames):
+    """(settings, RGB frames, video frames per latent frame), checked before any work."""
+    if vae is None and preview_decoder is None:
+        raise host.NodeInputError("connect the VAE: it encodes the given frames and decodes the new ones")
+    settings = _settings(model, timesteps, warp_timesteps, shift, chunk_frames, window_frames)
+    return settings, rgb_frames(images), int(getattr(getattr(model, "model", None), "sf_temporal_scale", 4))
+
+
 def _start(model, positive, images, vae, preview_decoder, settings, seed, emit: bool):
     """(loaded model, session after committing the frames, decoded given frames or None, given latents)."""
     dm = host.wan_module_of(model)
@@ -135,11 +143,9 @@ class ImageToVideo(io.ComfyNode):
     def execute(cls, model, positive, image, length, seed, timesteps, warp_timesteps, shift, chunk_frames,
                 window_frames, fps, live_preview, vae=None, preview_decoder=None) -> io.NodeOutput:
         node_id = cls.hidden.unique_id if cls.hidden is not None else None
-        if vae is None and preview_decoder is None:
-            raise host.NodeInputError("connect the VAE (it encodes the image and decodes the video)")
-        settings = _settings(model, timesteps, warp_timesteps, shift, chunk_frames, window_frames)
-        frames = rgb_frames(image)[:1]
-        scale = int(getattr(getattr(model, "model", None), "sf_temporal_scale", 4))
+        settings, frames, scale = _prepare(model, image, vae, preview_decoder, timesteps, warp_timesteps, shift,
+                                           chunk_frames, window_frames)
+        frames = frames[:1]
         latent_frames = 1 + (int(length) - 1) // scale if scale > 1 else int(length)
         n = settings.causal.chunk_frames
         if latent_frames < 1 + n or (latent_frames - 1) % n:
@@ -183,11 +189,8 @@ class ExtendVideo(io.ComfyNode):
     def execute(cls, model, positive, video, chunks, seed, timesteps, warp_timesteps, shift, chunk_frames,
                 window_frames, fps, live_preview, vae=None, preview_decoder=None) -> io.NodeOutput:
         node_id = cls.hidden.unique_id if cls.hidden is not None else None
-        if vae is None and preview_decoder is None:
-            raise host.NodeInputError("connect the VAE (it encodes the given frames and decodes the new ones)")
-        settings = _settings(model, timesteps, warp_timesteps, shift, chunk_frames, window_frames)
-        frames = rgb_frames(video)
-        scale = int(getattr(getattr(model, "model", None), "sf_temporal_scale", 4))
+        settings, frames, scale = _prepare(model, video, vae, preview_decoder, timesteps, warp_timesteps, shift,
+                                           chunk_frames, window_frames)
         available = 1 + (frames.shape[0] - 1) // scale if scale > 1 else frames.shape[0]
         k = usable_frames(settings.causal, available)
         take = 1 + scale * (k - 1) if scale > 1 else k
