@@ -5,8 +5,11 @@
     python -m sf_core.toy train df --seed 0          # diffusion forcing student
     python -m sf_core.toy train sf --seed 0          # ODE init + Self Forcing (DMD)
     python -m sf_core.toy train tf_dmd --seed 0      # the paper's few-step baselines: TF + DMD, DF + DMD
+    python -m sf_core.toy train sf_long --seed 0     # Self Forcing on windows of 4x longer rollouts
+    python -m sf_core.toy train cd_dmd --seed 0      # causal consistency distillation init (from tf) + DMD
     python -m sf_core.toy train all --seed 0         # all of the above, in order
     python -m sf_core.toy eval --seed 0              # table (markdown) + per-frame plot + results JSON
+    python -m sf_core.toy experiment --seeds 0 1 2   # every stage x seeds, 1x / 4x / 16x, mean and spread
     python -m sf_core.toy ship --seed 0              # copy the sf student into sf_core/toy/assets + record
 
 Generation with the shipped model is the project's CLI: python -m sf_core generate --model toy --prompt ...
@@ -39,11 +42,13 @@ def cmd_train(args) -> int:
 def cmd_eval(args) -> int:
     from . import evaluate as ev
     from .bundle import load_toy_transformer
+    from .experiment import EXPERIMENT_STAGES, LABELS, WINDOWS
 
     if args.plot:
         ev.check_plotting()  # before minutes of rollouts, not after
-    results: dict[str, dict] = {"ground truth": ev.ground_truth(args.videos, seed=args.eval_seed)}
-    for stage in ("teacher", "tf", "df", "ode", "tf_dmd", "df_dmd", "sf"):
+    frames = args.factor * ev.TRAIN_FRAMES
+    results: dict[str, dict] = {"ground truth": ev.ground_truth(args.videos, frames=frames, seed=args.eval_seed)}
+    for stage in EXPERIMENT_STAGES:
         path = recipes.stage_weights(args.root, args.seed, stage)
         if not path.is_file():
             log.info("no %s (%s): skipped", stage, path)
@@ -51,14 +56,14 @@ def cmd_eval(args) -> int:
         model = load_toy_transformer(path)
         t0 = time.perf_counter()
         if stage == "teacher":
-            results["teacher (bidirectional, 24 steps)"] = ev.evaluate_teacher(model, args.videos, args.eval_seed)
+            results[LABELS[stage]] = ev.evaluate_teacher(model, args.videos, args.eval_seed)
         else:
-            results[LABELS[stage]] = ev.evaluate_student(model, args.videos, seed=args.eval_seed)
+            results[LABELS[stage]] = ev.evaluate_student(model, args.videos, frames=frames, seed=args.eval_seed)
         log.info("evaluated %s in %.0f s", stage, time.perf_counter() - t0)
     out = Path(args.out)
     ev.save({"seed": args.seed, "eval_seed": args.eval_seed, "results": results}, out)
-    text = (f"1x (frames 0-11)\n\n{ev.table(results, 'x1')}\n\n"
-            f"4x, last 12 frames (36-47)\n\n{ev.table(results, 'x4_tail')}\n")
+    text = "\n".join(f"{title}\n\n{ev.table(results, window)}\n" for window, title in WINDOWS
+                     if any(window in r for r in results.values()))
     out.with_suffix(".md").write_text(text, encoding="utf-8")
     print(text)
     if args.plot:
@@ -67,8 +72,22 @@ def cmd_eval(args) -> int:
     return 0
 
 
-LABELS = {"tf": "Teacher Forcing", "df": "Diffusion Forcing", "ode": "ODE init", "tf_dmd": "TF + DMD",
-          "df_dmd": "DF + DMD", "sf": "Self Forcing (DMD)"}
+def cmd_experiment(args) -> int:
+    from . import experiment as ex
+
+    if args.plot:
+        from . import evaluate as ev
+
+        ev.check_plotting()
+    root = args.root or (str(recipes.DEFAULT_ROOT) if args.scale == 1.0 else f"runs/toy_scale{args.scale:g}")
+    plan = ex.Plan(seeds=args.seeds, stages=args.stages or list(ex.EXPERIMENT_STAGES), scale=args.scale, root=root,
+                   videos=args.videos, eval_seed=args.eval_seed)
+    results = ex.run(plan, train=not args.eval_only, evaluate=not args.train_only)
+    if args.train_only:
+        return 0
+    paths = ex.report(plan, ex.aggregate(results), args.out, plot=bool(args.plot))
+    print(json.dumps({k: str(v) for k, v in paths.items()}))
+    return 0
 
 
 def cmd_ship(args) -> int:
@@ -112,7 +131,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-seed", type=int, default=0, help="noise seed of the rollouts")
     p.add_argument("--out", default="docs/toy_world_results.json", help="results JSON (+ .md table beside it)")
     p.add_argument("--plot", default="docs/toy_world_rollouts.png", help="per-frame plot PNG ('' = none)")
+    p.add_argument("--factor", type=int, default=4, choices=(4, 16),
+                   help="longest rollout in training lengths (16 adds the 16x table; about 4x the time)")
     p.set_defaults(fn=cmd_eval)
+
+    p = sub.add_parser("experiment", help="train + evaluate stages over seeds at 1x/4x/16x (resumable), mean and "
+                                          "spread")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (default 0 1 2)")
+    p.add_argument("--stages", nargs="+", choices=recipes.STAGES, help="default: every stage")
+    p.add_argument("--scale", type=float, default=1.0,
+                   help="multiply every stage's steps (a reduced run; recorded and labelled as such)")
+    p.add_argument("--root", help="runs directory (default runs/toy, or runs/toy_scale<S> for a reduced run)")
+    p.add_argument("--videos", type=int, help="N of the 144 eval prompts, evenly spread (default: all)")
+    p.add_argument("--eval-seed", type=int, default=0, help="noise seed of the rollouts")
+    p.add_argument("--train-only", action="store_true", help="train, do not evaluate")
+    p.add_argument("--eval-only", action="store_true", help="evaluate what is trained, train nothing")
+    p.add_argument("--out", default="docs/toy_experiment", help="summary path stem (.json, .md, .png)")
+    p.add_argument("--plot", default="1", help="'' = no plot (the plot needs matplotlib)")
+    p.set_defaults(fn=cmd_experiment)
 
     p = sub.add_parser("ship", help="make a trained sf student the embedded default model")
     common(p)

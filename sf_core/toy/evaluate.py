@@ -4,12 +4,13 @@ Protocol (fixed, so every run is comparable):
 - prompts: all 144 prompts of the world, in `all_prompts()` order (or `videos` of them, evenly spread);
 - students: the same code path as `python -m sf_core generate` (`sf_core.pipeline`): 4 steps at shift 5,
   chunks of 3, a rolling KV cache with a window of the training length (12 frames), 48 frames = 4x the
-  training length; the first 12 frames are exactly a 1x (global cache) rollout, since nothing is evicted
-  before frame 12;
+  training length (or 192 = 16x, `frames`); the first 12 frames are exactly a 1x (global cache) rollout, since
+  nothing is evicted before frame 12, and the first 48 of a 192-frame rollout are the 4x one;
 - the bidirectional teacher (a reference, 1x only: it cannot extend a video): Euler with CFG;
 - noise from the session seed; metrics from `sf_core.toy.metrics` on the decoded 16x16 frames.
 Results are {name: {"per_frame": {metric: [T]}, "x1": {...}, "x4_tail": {...}, "x4": {...}}}: 1x = frames
-0-11, 4x tail = the last 12 frames (36-47), 4x = all 48.
+0-11, 4x tail = the last 12 frames of the first 48 (36-47), 4x = all of them; a 192-frame rollout adds
+"x16_tail" (frames 180-191) and "x16".
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from .world import all_prompts
 log = logging.getLogger(__name__)
 
 LONG = 4  # long rollouts are LONG x the training length
+LONGEST = 16  # and the longest ones (the experiment's third window)
 TEACHER_STEPS = 24
 
 
@@ -85,9 +87,11 @@ def measure(latents: torch.Tensor, prompts: list[str]) -> dict:
     t = latents.shape[2]
     out = {"per_frame": per_frame(scores), "x1": summarize(scores, 0, min(t, TRAIN_FRAMES)),
            "videos": len(prompts), "frames": t}
-    if t > TRAIN_FRAMES:
-        out["x4_tail"] = summarize(scores, t - TRAIN_FRAMES, t)
-        out["x4"] = summarize(scores)
+    for k in (LONG, LONGEST):
+        n = k * TRAIN_FRAMES
+        if t >= n:
+            out[f"x{k}_tail"] = summarize(scores, n - TRAIN_FRAMES, n)
+            out[f"x{k}"] = summarize(scores, 0, n)
     return out
 
 

@@ -9,6 +9,11 @@
     tf_dmd    the paper's few-step "TF + DMD" baseline: as sf, but the generator's samples come from one
               teacher-forced pass over noised ground-truth chunks (`sf_core.toy.methods.ForcedDMD`)
     df_dmd    "DF + DMD" (CausVid): the same with a diffusion-forced (block-causal, noisy context) pass
+    sf_long   Self Forcing with long rollouts (Self-Forcing++ / LongLive): as sf, but the generator rolls out
+              4 x the training length on a rolling cache and DMD / critic see a 12-frame window of it
+    cd        causal consistency distillation (Causal Forcing++): from the tf student, with tf as the causal
+              teacher, on world videos -- an initialisation without ODE pairs
+    cd_dmd    Self Forcing DMD from the cd initialisation instead of the ODE one
 
 Every stage is `sf_core.train.trainer.Trainer` with a `TrainConfig` built here and the world as its dataset
 (`ToyWorldDataset`, rendered on demand). Everything is a function of the seed: the world samples, the noise
@@ -30,9 +35,12 @@ from .spec import CHUNK_FRAMES, LATENT_HW, SHIFT, STEPS, TEACHER_CFG, TRAIN_FRAM
 
 log = logging.getLogger(__name__)
 
-STAGES = ("teacher", "tf", "df", "ode", "sf", "tf_dmd", "df_dmd")
+STAGES = ("teacher", "tf", "df", "ode", "sf", "tf_dmd", "df_dmd", "sf_long", "cd", "cd_dmd")
 NEEDS = {"teacher": (), "tf": ("teacher",), "df": ("teacher",), "ode": ("teacher",), "sf": ("teacher", "ode"),
-         "tf_dmd": ("teacher", "ode"), "df_dmd": ("teacher", "ode")}
+         "tf_dmd": ("teacher", "ode"), "df_dmd": ("teacher", "ode"), "sf_long": ("teacher", "ode"),
+         "cd": ("tf",), "cd_dmd": ("teacher", "cd")}
+INITS = ("ode", "cd")  # initialisation stages a later stage runs by itself when they are missing
+LONG_FACTOR = 4  # sf_long: rollouts of 4 x the training length
 FORCED = {"tf_dmd": "teacher_forcing", "df_dmd": "diffusion_forcing"}  # DMD stages with a forced generator
 DEFAULT_ROOT = Path("runs/toy")
 
@@ -61,6 +69,9 @@ SETTINGS = {
                         latents=False),
 }
 SETTINGS["tf_dmd"] = SETTINGS["df_dmd"] = StageSettings(**{**SETTINGS["sf"].__dict__, "latents": True})
+SETTINGS["sf_long"] = SETTINGS["cd_dmd"] = SETTINGS["sf"]
+SETTINGS["cd"] = StageSettings("cd", steps=1000, batch=16, lr=1e-4, ema_start=0)
+CD_STEPS = 48  # consistency grid (a multiple of 4: the sampling steps lie on it)
 ODE_PROMPTS = 512  # teacher ODE pairs (world prompts, each with its own noise)
 ODE_STEPS = 24
 
@@ -84,15 +95,29 @@ def base_config(stage: str, seed: int, root: str | Path, *, steps: int | None = 
     models = ModelsConfig(generator=w("init"), init_seed=seed)
     if stage in ("tf", "df", "ode"):
         models = ModelsConfig(generator=w("teacher"), teacher=w("teacher"), init_seed=seed)
-    elif stage in ("sf", *FORCED):
+    elif stage in ("sf", "sf_long", *FORCED):
         models = ModelsConfig(generator=w("ode"), teacher=w("teacher"), critic=w("teacher"), init_seed=seed)
+    elif stage == "cd_dmd":
+        models = ModelsConfig(generator=w("cd"), teacher=w("teacher"), critic=w("teacher"), init_seed=seed)
+    elif stage == "cd":  # Causal Forcing++: the AR-diffusion (tf) model is both the start and the causal teacher
+        models = ModelsConfig(generator=w("tf"), teacher=w("tf"), init_seed=seed)
     n = steps or s.steps
     data = DataConfig(batch_size=s.batch, **({"embeddings": "toy-world"} if s.method == "dmd" else
                                              {"latents": "toy-world"}))
     if stage == "ode":
         data = DataConfig(batch_size=s.batch, latents=str(stage_dir(root, seed, "ode") / "pairs"))
     keep = tuple(range(0, ODE_STEPS + 1, ODE_STEPS // len(STEPS)))
+    from ..train.config import ConsistencyConfig, LongRolloutConfig
+
+    extra = {}
+    if stage == "sf_long":
+        extra["long_rollout"] = LongRolloutConfig(factor=LONG_FACTOR, window="uniform")
+    if stage == "cd":
+        # guidance 1 = the tf teacher's conditional velocity: tf is trained without prompt dropout, so it has no
+        # unconditional score to guide with; the EMA target of T2V-Turbo / LCM (0.95)
+        extra["consistency"] = ConsistencyConfig(steps=CD_STEPS, skip=1, guidance=1.0, loss="l2", target="ema")
     return TrainConfig(
+        **extra,
         method=s.method, out_dir=str(stage_dir(root, seed, stage)), max_steps=n, seed=seed, log_every=25,
         export_dtype="float32", models=models,
         rollout=RolloutConfig(num_frames=TRAIN_FRAMES, latent_height=LATENT_HW[0], latent_width=LATENT_HW[1],
@@ -106,7 +131,7 @@ def base_config(stage: str, seed: int, root: str | Path, *, steps: int | None = 
                                     ode_guidance=TEACHER_CFG + 1.0, ode_keep=keep),
         optim=OptimConfig(lr=s.lr, lr_critic=s.lr_critic or s.lr, betas=s.betas, betas_critic=s.betas,
                           weight_decay=0.0, max_grad_norm=1.0, max_grad_norm_critic=1.0),
-        ema=EMAConfig(decay=0.99, start_step=min(s.ema_start, n - 1)),
+        ema=EMAConfig(decay=0.95 if stage == "cd" else 0.99, start_step=min(s.ema_start, n - 1)),
         data=data,
         dist=DistConfig(backend="gloo", fsdp=False, mixed_precision=False, activation_checkpointing=False),
         checkpoint=CheckpointConfig(every=max(50, n // 5), keep_last=1, resume="auto"),
@@ -135,8 +160,8 @@ def dataset(stage: str, seed: int) -> ToyWorldDataset:
 
 def _check_needs(stage: str, root: Path, seed: int) -> None:
     for need in NEEDS[stage]:
-        if need == "ode":
-            continue  # run by the DMD stages themselves when missing
+        if need in INITS:
+            _check_needs(need, root, seed)  # run by the stages that need it when missing
         if not stage_weights(root, seed, need).is_file():
             raise FileNotFoundError(f"stage {stage!r} needs {stage_weights(root, seed, need)}; train it first: "
                                     f"python -m sf_core.toy train {need} --seed {seed}")
@@ -178,8 +203,9 @@ def train_stage(stage: str, seed: int = 0, root: str | Path = DEFAULT_ROOT, *, s
         raise ValueError(f"unknown stage {stage!r}; choose one of {STAGES}")
     root = Path(root)
     _check_needs(stage, root, seed)
-    if "ode" in NEEDS[stage] and not stage_weights(root, seed, "ode").is_file():
-        train_stage("ode", seed, root, steps=steps, overrides=overrides, ode_prompts=ode_prompts)
+    for init in INITS:
+        if init in NEEDS[stage] and not stage_weights(root, seed, init).is_file():
+            train_stage(init, seed, root, steps=steps, overrides=overrides, ode_prompts=ode_prompts)
     if stage == "ode":
         make_ode_pairs(seed, root, ode_prompts)
     if stage == "teacher":
