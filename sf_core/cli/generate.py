@@ -31,7 +31,7 @@ from ..pipeline import Bundle, ChunkResult, generate
 from ..prompts import SWITCH_POLICIES, PromptError, PromptSchedule
 from ..sampler import NonFiniteError
 from ..session import SessionError, new_session
-from . import frames_in, inputs, outputs
+from . import frames_in, inputs, outputs, plan
 
 log = logging.getLogger("sf_core.generate")
 
@@ -101,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "fp16, or int8 / fp8 (8-bit, about half the memory of bf16; small error)")
     rt.add_argument("--attention", default="sdpa", choices=("sdpa", "sage", "auto"))
     rt.add_argument("--threads", type=int, help="torch CPU threads")
+    rt.add_argument("--plan", action="store_true", help="print the predicted peak memory (weights, KV cache, "
+                    "activations, decoder) and exit; every run is checked against the free memory first")
     frames_in.add_arguments(p)
     out = p.add_argument_group("output")
     out.add_argument("-o", "--output", default="video.mp4", help="mp4 to write ('' = none)")
@@ -149,6 +151,8 @@ def run(args, bundle: Bundle | None = None) -> int:
     inputs.check_requested(args, fps=args.fps or (bundle or Bundle).fps,
                            temporal_scale=(bundle or Bundle).temporal_scale)  # before a big model is loaded
     bundle = bundle or inputs.load_bundle(args, device, dtype)
+    if (code := plan.check_run(args, bundle, device, dtype)) is not None:  # --plan; a run that cannot fit
+        return code
     model = bundle.transformer
     ts = bundle.temporal_scale
     fps = args.fps or bundle.fps
