@@ -70,6 +70,7 @@ class VideoWriter:
         self._stream: Any = None
         self._size: tuple[int, int] | None = None
         self._tmp: Path | None = None
+        _av()  # import PyAV now (a few hundred ms), not inside the first chunk's callback; a missing PyAV fails here
 
     def _open(self, height: int, width: int) -> None:
         av = _av()
