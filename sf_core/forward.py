@@ -149,71 +149,82 @@ def wan_forward(model, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, 
     if cache is not None and mask is not None:
         raise ValueError("pass either a KV cache (chunk-by-chunk) or a block-causal mask (whole sequence), not both")
     b, _, f_in, h_in, w_in = x.shape
+    frames, gh, gw = f_in // patch[0], h_in // patch[1], w_in // patch[2]  # the patch conv's output grid
     if t.ndim == 1:
-        t = t[:, None].expand(b, f_in // patch[0])
-    tokens = model.patch_embedding(x.float()).to(dtype)  # Wan keeps the patch conv in float32
-    grid = tuple(tokens.shape[2:])
-    frames, gh, gw = grid
-    tokens = _rows(tokens)
+        t = t[:, None].expand(b, frames)
     if t.shape != (b, frames):
         raise ValueError(f"timestep shape {tuple(t.shape)} does not match [B={b}, frames={frames}]")
-
-    e, e0 = time_embed(model, t, dtype)
-    ctx_key = context
-    ctx = None  # embedded text, computed only if some layer misses the cross cache
-
     rope_start = start_frame
     if cache is not None:
         cache.begin(start_frame, frames)
         rope_start = cache.rope_start  # the frame's slot when the cache uses relative positions
     try:
-        freqs = rope_freqs(dim // heads, rope_start, frames, gh, gw, tokens.device, rope_dtype)
-    except BaseException:
-        if cache is not None:
-            cache.abort()
-        raise
-    grad_ckpt = checkpoint and torch.is_grad_enabled()
-    xs, tokens = tokens, None  # only the residual stream keeps the patch embedding alive
-    try:
-        for i, block in enumerate(model.blocks):
-            cached = cache.cross(i, ctx_key) if cache is not None else None
-            if cached is None:
-                if ctx is None:
-                    ctx = embed_text(model, context, dtype)
-                cached = _cross_kv(block.cross_attn, ctx, heads)
-                if cache is not None:
-                    cache.set_cross(i, ctx_key, *cached)
-            ck, cv = cached
-            last = i == len(model.blocks) - 1
-            need_ffn = need_output or not last
-            if cache is not None:
-                kv_source = cache.source(i)
-            else:
-                kv_source = _identity_kv
-            args = (xs, e0, freqs, ck, cv, frames, heads, kv_source, mask, backend, need_ffn)
-            # our blocks are called as modules (hooks such as FSDP2's unshard fire); host blocks via the function
-            run = block if isinstance(block, Block) else functools.partial(block_forward, block)
-            if grad_ckpt:
-                xs, k, v = ckpt.checkpoint(run, *args, use_reentrant=False)
-            else:
-                xs, k, v = run(*args)
-            if cache is not None:
-                cache.store(i, k, v)
+        freqs = rope_freqs(dim // heads, rope_start, frames, gh, gw, x.device, rope_dtype)
+        body = functools.partial(_body, model, context=context, cache=cache, mask=mask, backend=backend,
+                                 checkpoint=checkpoint, dtype=dtype, need_output=need_output)
+        graphs = getattr(model, "_sf_graphs", None)  # sf_core.accel.ChunkGraphs (CUDA graphs, opt-in)
+        if graphs is not None and cache is not None and mask is None and not torch.is_grad_enabled():
+            out = graphs.run(body, x, t, freqs, cache=cache, context=context, start_frame=start_frame,
+                             need_output=need_output, backend=backend)
+        else:
+            out = body(x, t, freqs)
     except BaseException:
         if cache is not None:
             cache.abort()
         raise
     if cache is not None:
         cache.end()
+    return out
+
+
+def _body(model, x: torch.Tensor, t: torch.Tensor, freqs: torch.Tensor, *, context: torch.Tensor,
+          cache: KVCache | None, mask: BlockCausalMask | None, backend: str, checkpoint: bool, dtype: torch.dtype,
+          need_output: bool) -> torch.Tensor | None:
+    """Patch embedding, time embedding, the blocks and the head of one call (the cache call already planned).
+
+    Only tensors in, tensors out and in-place cache writes: a CUDA graph can capture it (sf_core.accel)."""
+    dim, heads, _, patch, out_dim = model_dims(model)
+    b, _, f_in, h_in, w_in = x.shape
+    tokens = model.patch_embedding(x.float()).to(dtype)  # Wan keeps the patch conv in float32
+    grid = tuple(tokens.shape[2:])
+    frames, gh, gw = grid
+    xs = _rows(tokens)
+    del tokens  # only the residual stream keeps the patch embedding alive
+    e, e0 = time_embed(model, t, dtype)
+    ctx_key = context
+    ctx = None  # embedded text, computed only if some layer misses the cross cache
+    grad_ckpt = checkpoint and torch.is_grad_enabled()
+    compiled = getattr(model, "_sf_block_fn", None)  # sf_core.accel.compile_blocks (inference only)
+    if compiled is not None and not torch.is_grad_enabled():
+        freqs = torch.view_as_real(freqs)  # real (cos, sin) pairs: a view; the compiled graph takes no complex input
+    for i, block in enumerate(model.blocks):
+        cached = cache.cross(i, ctx_key) if cache is not None else None
+        if cached is None:
+            if ctx is None:
+                ctx = embed_text(model, context, dtype)
+            cached = _cross_kv(block.cross_attn, ctx, heads)
+            if cache is not None:
+                cache.set_cross(i, ctx_key, *cached)
+        ck, cv = cached
+        need_ffn = need_output or i < len(model.blocks) - 1
+        kv_source = cache.source(i) if cache is not None else _identity_kv
+        args = (xs, e0, freqs, ck, cv, frames, heads, kv_source, mask, backend, need_ffn)
+        if compiled is not None and not torch.is_grad_enabled():
+            run = functools.partial(compiled, block)
+        else:  # our blocks are called as modules (hooks such as FSDP2's unshard fire); host blocks via the function
+            run = block if isinstance(block, Block) else functools.partial(block_forward, block)
+        if grad_ckpt:
+            xs, k, v = ckpt.checkpoint(run, *args, use_reentrant=False)
+        else:
+            xs, k, v = run(*args)
+        if cache is not None:
+            cache.store(i, k, v)
     if not need_output:
         return None
-
     head = model.head
     hm = (_p(head.modulation, e).unsqueeze(1) + e.unsqueeze(2)).chunk(2, dim=2)  # 2 x [B, F, 1, dim]
-    tpf = gh * gw
-    hx = (head.norm(xs).unflatten(1, (frames, tpf)) * (1 + hm[1]) + hm[0]).flatten(1, 2)
-    out = head.head(hx)
-    out = unpatchify(out, grid, patch, out_dim)
+    hx = (head.norm(xs).unflatten(1, (frames, gh * gw)) * (1 + hm[1]) + hm[0]).flatten(1, 2)
+    out = unpatchify(head.head(hx), grid, patch, out_dim)
     return out[:, :, :f_in, :h_in, :w_in]
 
 

@@ -312,6 +312,14 @@ class KVCache(KVRows):
             raise RuntimeError("rope_start is only known between begin() and end()")
         return self._plan.rope_start
 
+    def planned_rows(self) -> tuple[int, int] | None:
+        """(first row written, rows attended) of the in-place call planned by `begin`; None if none is planned
+        in place. Two calls with the same rows write and read the same buffer slices (sf_core.accel)."""
+        p = self._plan
+        if p is None or not p.inplace:
+            return None
+        return p.write_start * self.tokens_per_frame, p.new_length * self.tokens_per_frame
+
     def source(self, layer: int):
         """`kv(k, v) -> (K, V)`: what this call's self-attention attends over (all valid rows, its own last).
 

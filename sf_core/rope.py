@@ -118,7 +118,8 @@ def _freqs_cpu(head_dim: int, start_frame: int, frames: int, height: int, width:
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor | None = None) -> torch.Tensor:
-    """Rotate interleaved channel pairs of x [B, L, H, D] by (cos, sin) [L, 1, D/2], or by `rope_freqs` (complex).
+    """Rotate interleaved channel pairs of x [B, L, H, D] by (cos, sin) [L, 1, D/2], or by `rope_freqs` (complex, or
+    its `view_as_real` pairs [L, 1, D/2, 2], which torch.compile takes: inductor has no complex kernels).
 
     One complex multiply in the precision of the rotations (float64 for reference numerics, as Wan's
     `rope_apply`): (x_e + i x_o)(cos + i sin) = (x_e cos - x_o sin) + i (x_e sin + x_o cos), each product and sum
@@ -127,6 +128,14 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor | None = No
     """
     freqs = cos if sin is None else torch.complex(cos, sin)
     b, l, h, d = x.shape
+    if torch.compiler.is_compiling():  # inductor has no complex kernels: the same products, which it fuses
+        pairs = freqs if not freqs.is_complex() else torch.view_as_real(freqs)  # [L, 1, D/2, 2] (cos, sin)
+        xr = x.to(pairs.dtype).reshape(b, l, h, d // 2, 2)
+        c, s = pairs[..., 0], pairs[..., 1]
+        out = torch.stack((xr[..., 0] * c - xr[..., 1] * s, xr[..., 0] * s + xr[..., 1] * c), dim=-1)
+        return out.reshape(b, l, h, d).to(x.dtype)
+    if not freqs.is_complex():
+        freqs = torch.view_as_complex(freqs)
     real = torch.float64 if freqs.dtype == torch.complex128 else torch.float32
     xc = torch.view_as_complex(x.to(real).reshape(b, l, h, d // 2, 2))
     return torch.view_as_real(xc * freqs).reshape(b, l, h, d).to(x.dtype)
