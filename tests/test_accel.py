@@ -87,3 +87,24 @@ def test_a_new_prompt_drops_the_graphs_and_a_global_cache_never_captures():
 def test_cuda_graphs_are_refused_off_cuda():
     with pytest.raises(ConfigError, match="CUDA graphs need the model on a CUDA device"):
         accel.enable_cuda_graphs(tiny_model())
+
+
+def test_gpu_check_smoke_prints_every_part(capsys):
+    """bench/gpu_check.py --smoke (CPU, tiny sizes): one JSON with parity, drift and every run."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "gpu_check.py"
+    spec = importlib.util.spec_from_file_location("gpu_check", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--smoke"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["parity"]["ok_1e-4"] and len(report["parity"]["fixtures"]) >= 4
+    assert 0 < report["bf16_drift"]["rel_rms_max"] < 0.05
+    names = set(report["runs"])
+    for compile_on in ("on", "off"):
+        for kv in ("auto", "int8"):
+            assert {f"wan/compile_{compile_on}/kv_{kv}/81_frames", f"taehv/compile_{compile_on}/kv_{kv}/60_s"} <= names
+    assert all(r["fps"] > 0 and r["planned_peak_gib"] > 0 for r in report["runs"].values())
