@@ -56,7 +56,8 @@ def test_tiny_two_seed_run_resumes_and_reports(tmp_path):
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
     agg = ex.aggregate(results)
     assert agg["cd_dmd"]["seeds"] == 2 and agg["cd_dmd"]["x16_tail"]["shape_acc"]["n"] == 2
-    paths = ex.report(plan, agg, tmp_path / "summary", plot=False)
+    paths = ex.report(plan, agg, tmp_path / "summary_scale0.002", plot=False)
+    assert paths["md"] == tmp_path / "summary_scale0.002.md"
     md = paths["md"].read_text()
     assert "Reduced run: every stage at 0.002x its steps" in md and "16x, last 12 of 192 frames" in md
     assert "| CD init + DMD | 2 |" in md and "±" in md

@@ -172,20 +172,22 @@ def table(agg: dict[str, dict], window: str) -> str:
 def report(plan: Plan, agg: dict[str, dict], out: str | Path, plot: bool = True) -> dict[str, Path]:
     """Write <out>.json (plan + aggregate), <out>.md (one table per window) and, with matplotlib, <out>.png."""
     out = Path(out)
+    if out.suffix in (".json", ".md", ".png"):
+        out = out.with_suffix("")
     out.parent.mkdir(parents=True, exist_ok=True)
     note = "" if plan.scale == 1.0 else (f"**Reduced run: every stage at {plan.scale:g}x its steps "
                                          f"({plan.ode_prompts} ODE pairs); not the experiment's figures.**\n\n")
     prompts = "all 144 prompts" if plan.videos is None else f"{plan.videos} of the 144 prompts"
-    md = [f"Seeds {plan.seeds}, {prompts}, eval noise seed {plan.eval_seed}.\n\n{note}"]
+    md = [f"Seeds {plan.seeds}, {prompts}, eval noise seed {plan.eval_seed}.\n\n{note}".rstrip() + "\n"]
     for window, title in WINDOWS:
         md.append(f"**{title}**\n\n{table(agg, window)}\n")
-    paths = {"json": out.with_suffix(".json"), "md": out.with_suffix(".md")}
+    paths = {"json": Path(f"{out}.json"), "md": Path(f"{out}.md")}  # (a stem may hold dots: toy_scale0.1)
     paths["json"].write_text(json.dumps({"plan": asdict(plan), "results": agg}, indent=1, allow_nan=True),
                              encoding="utf-8")
     paths["md"].write_text("\n".join(md), encoding="utf-8")
     if plot:
         curves = {LABELS[s]: {"per_frame": a["per_frame"]} for s, a in agg.items() if s != "teacher"}
-        paths["png"] = ev.plot(curves, out.with_suffix(".png"))
+        paths["png"] = ev.plot(curves, f"{out}.png")
     return paths
 
 
