@@ -141,7 +141,7 @@ def run_ref(config: str, mode: str, ref_dir: str, deps_dir: str | None):
 
     class Vae:
         def decode_to_pixel(self, x, use_cache=False):
-            return x
+            return x / 64  # inside the pipeline's clamp to [0, 1] after x * 0.5 + 0.5: latents = (out - 0.5) * 128
 
     args = types.SimpleNamespace(denoising_step_list=STEPS, warp_denoising_step=True, num_frame_per_block=3,
                                  independent_first_frame=False, context_noise=0)
