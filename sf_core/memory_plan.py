@@ -237,7 +237,8 @@ def check_fits(plan: MemoryPlan, device: torch.device | str, available: int | No
     raise ConfigError(
         f"this run needs about {plan.total / GIB:.2f} GiB ({', '.join(f'{k} {v / GIB:.2f}' for k, v in top)} GiB; "
         f"--plan prints every part) but only {free / GIB:.2f} GiB is {where}"
-        f"{' (counting the loaded weights)' if already else ''}. Options: " + "; ".join(fixes))
+        f"{' (counting the loaded weights)' if already else ''}. Options: " + "; ".join(fixes)
+        + " (or --no-memory-check to try anyway)")
 
 
 __all__ = ["RunShape", "MemoryPlan", "plan_memory", "check_fits", "available_bytes", "weight_bytes",

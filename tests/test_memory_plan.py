@@ -77,7 +77,14 @@ def test_generate_refuses_before_the_session_and_plan_prints(monkeypatch, capsys
     from sf_core.cli import generate as cli
 
     made = []
-    monkeypatch.setattr(cli, "new_session", lambda *a, **k: made.append(1))
+
+    class Reached(Exception):
+        pass
+
+    def session(*a, **k):
+        made.append(1)
+        raise Reached
+    monkeypatch.setattr(cli, "new_session", session)
     argv = ["--model", "toy", "--prompt", "a red square", "--latent-frames", "12", "-o", "", "--latents-out",
             str(tmp_path / "l.safetensors"), "-q"]
     assert cli.main(argv + ["--plan"]) == 0
@@ -86,4 +93,7 @@ def test_generate_refuses_before_the_session_and_plan_prints(monkeypatch, capsys
     monkeypatch.setattr(mp, "available_bytes", lambda device: 1024)
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
-    assert "needs about" in err and "--kv-dtype int8" in err and made == []
+    assert "needs about" in err and "--kv-dtype int8" in err and "--no-memory-check" in err and made == []
+    with pytest.raises(Reached):  # the run went past the check to the session
+        cli.main(argv + ["--no-memory-check"])
+    assert made == [1]

@@ -103,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     rt.add_argument("--threads", type=int, help="torch CPU threads")
     rt.add_argument("--plan", action="store_true", help="print the predicted peak memory (weights, KV cache, "
                     "activations, decoder) and exit; every run is checked against the free memory first")
+    rt.add_argument("--no-memory-check", action="store_true", help="run even when the memory plan says it will not "
+                    "fit (the plan is an estimate)")
     frames_in.add_arguments(p)
     out = p.add_argument_group("output")
     out.add_argument("-o", "--output", default="video.mp4", help="mp4 to write ('' = none)")
