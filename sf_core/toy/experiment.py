@@ -137,6 +137,17 @@ def aggregate(results: dict[int, dict[str, dict]]) -> dict[str, dict]:
     return out
 
 
+def _rounded(x, digits: int = 5):
+    """Floats rounded for the summary file (the per-(seed, stage) evaluations keep full precision)."""
+    if isinstance(x, float):
+        return x if math.isnan(x) else round(x, digits)
+    if isinstance(x, dict):
+        return {k: _rounded(v, digits) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_rounded(v, digits) for v in x]
+    return x
+
+
 def _mean(xs: list[float]) -> float:
     xs = [x for x in xs if x is not None and not math.isnan(x)]
     return sum(xs) / len(xs) if xs else float("nan")
@@ -182,7 +193,7 @@ def report(plan: Plan, agg: dict[str, dict], out: str | Path, plot: bool = True)
     for window, title in WINDOWS:
         md.append(f"**{title}**\n\n{table(agg, window)}\n")
     paths = {"json": Path(f"{out}.json"), "md": Path(f"{out}.md")}  # (a stem may hold dots: toy_scale0.1)
-    paths["json"].write_text(json.dumps({"plan": asdict(plan), "results": agg}, indent=1, allow_nan=True),
+    paths["json"].write_text(json.dumps({"plan": asdict(plan), "results": _rounded(agg)}, allow_nan=True),
                              encoding="utf-8")
     paths["md"].write_text("\n".join(md), encoding="utf-8")
     if plot:
