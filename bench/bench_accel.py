@@ -1,4 +1,4 @@
-"""Benchmark (not a test): torch.compile of the blocks (sf_core.accel.compile_blocks) vs eager, on CPU (inductor).
+"""Benchmark (not a test): torch.compile of the blocks (sf_core.model.accel.compile_blocks) vs eager, on CPU (inductor).
 
     python bench/bench_accel.py --rounds 4 --threads 1
 
@@ -27,10 +27,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def child(side: str, repeat: int, threads: int) -> dict:
     from bench_vs_reference import _build
 
-    from sf_core import accel
+    from sf_core.model import accel
     from sf_core.config import CausalConfig
-    from sf_core.pipeline import generate
-    from sf_core.session import SamplingSettings, new_session
+    from sf_core.sampling.pipeline import generate
+    from sf_core.sampling.session import SamplingSettings, new_session
 
     torch.set_num_threads(threads)
     cfg, model, ctx, spec = _build("small")

@@ -34,11 +34,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sf_core.attention import sage_available  # noqa: E402
+from sf_core.model.attention import sage_available  # noqa: E402
 from sf_core.config import WanConfig  # noqa: E402
-from sf_core.forward import _cross_kv, embed_text, wan_forward  # noqa: E402
-from sf_core.kv_cache import KVCache  # noqa: E402
-from sf_core.model import WanTransformer, randomize_weights  # noqa: E402
+from sf_core.model.forward import _cross_kv, embed_text, wan_forward  # noqa: E402
+from sf_core.cache.kv_cache import KVCache  # noqa: E402
+from sf_core.model.transformer import WanTransformer, randomize_weights  # noqa: E402
 
 CONFIGS = {"tiny": WanConfig.tiny, "1.3b": WanConfig.wan_1_3b, "14b": WanConfig.wan_14b}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}

@@ -28,10 +28,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sf_core.config import CausalConfig, WanConfig  # noqa: E402
-from sf_core.kv_cache import KVCache  # noqa: E402
-from sf_core.model import WanTransformer, randomize_weights  # noqa: E402
-from sf_core.pipeline import generate  # noqa: E402
-from sf_core.session import SamplingSettings, new_session  # noqa: E402
+from sf_core.cache.kv_cache import KVCache  # noqa: E402
+from sf_core.model.transformer import WanTransformer, randomize_weights  # noqa: E402
+from sf_core.sampling.pipeline import generate  # noqa: E402
+from sf_core.sampling.session import SamplingSettings, new_session  # noqa: E402
 
 FORMATS = ("bf16", "fp16", "int8", "fp8")
 CONFIGS = {  # name: (WanConfig overrides, latent hw)

@@ -67,9 +67,9 @@ def flatness(args) -> dict:
 def latency(args) -> dict:
     import torch
 
-    from sf_core.live import LiveRun, make_control
-    from sf_core.pipeline import as_bundle
-    from sf_core.session import new_session
+    from sf_core.sampling.live import LiveRun, make_control
+    from sf_core.sampling.pipeline import as_bundle
+    from sf_core.sampling.session import new_session
     from sf_core.toy import load_toy_bundle
 
     torch.set_num_threads(args.threads)

@@ -3,7 +3,7 @@
     python bench/bench_live_gpu.py                 # CUDA, bf16, 832x480, TAEHV decoder, 120 chunks, 10 switches
     python bench/bench_live_gpu.py --smoke         # tiny sizes on CPU: checks the script
 
-`sf_core.live.LiveRun` as SF Live Stream runs it (rolling window 21, sink 3, relative positions), with prompt
+`sf_core.sampling.live.LiveRun` as SF Live Stream runs it (rolling window 21, sink 3, relative positions), with prompt
 switches (random 512x4096 "prompts") sent from another thread at random moments, alternating re-cache and a 2-chunk
 blend. Prints one JSON: per-chunk time p50/p90 (decode included), generated frames per second, control-to-display
 latency (request -> end of the first chunk under the new prompt, which is then decoded) in ms and in chunks, the
@@ -30,8 +30,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_sampler_gpu import make_decoder, random_transformer  # noqa: E402
 from sf_core.config import WanConfig  # noqa: E402
-from sf_core.live import LiveRun, make_control  # noqa: E402
-from sf_core.session import SamplingSettings, default_causal, new_session  # noqa: E402
+from sf_core.sampling.live import LiveRun, make_control  # noqa: E402
+from sf_core.sampling.session import SamplingSettings, default_causal, new_session  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -4,7 +4,7 @@
     python bench/bench_memory_plan.py --calibrate     # re-measure the decoders' per-pixel activation and state
 
 Measured = the model's (and decoder's) weights + the peak of tensor bytes allocated during `new_session` +
-`generate` (the PyTorch profiler's allocator events, sf_core.memory_measure). Predicted = sf_core.memory_plan's
+`generate` (the PyTorch profiler's allocator events, sf_core.memory.measure). Predicted = sf_core.memory.plan's
 peak (tensors, no runtime). The decoders are the real-size Wan2.1 VAE (decoder half) and TAEHV with random
 weights; the transformers are random tiny / medium Wan configs.
 """
@@ -20,11 +20,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sf_core.config import CausalConfig, WanConfig  # noqa: E402
-from sf_core.memory_measure import peak_tensor_bytes, tensor_bytes  # noqa: E402
-from sf_core.memory_plan import RunShape, plan_memory  # noqa: E402
-from sf_core.model import WanTransformer, randomize_weights  # noqa: E402
-from sf_core.pipeline import generate  # noqa: E402
-from sf_core.session import SamplingSettings, new_session  # noqa: E402
+from sf_core.memory.measure import peak_tensor_bytes, tensor_bytes  # noqa: E402
+from sf_core.memory.plan import RunShape, plan_memory  # noqa: E402
+from sf_core.model.transformer import WanTransformer, randomize_weights  # noqa: E402
+from sf_core.sampling.pipeline import generate  # noqa: E402
+from sf_core.sampling.session import SamplingSettings, new_session  # noqa: E402
 
 TINY = dict(dim=64, ffn_dim=128, num_heads=2, num_layers=2, text_dim=32, text_len=16)
 MEDIUM = dict(dim=256, ffn_dim=1024, num_heads=4, num_layers=4, text_dim=64, text_len=32)

@@ -4,7 +4,7 @@
 
 A small random Wan-structured model (dim 256, 4 layers, 16x16 latent: not so tiny that it is all overhead) runs
 the `rolling_forcing` preset (joint window of 5 chunks at rising noise, 24-frame cache with a 3-frame sink,
-`sf_core.rolling`) through sessions (`pipeline.generate` -> `SessionStepper.step`, the path of the CLI, the nodes
+`sf_core.sampling.rolling`) through sessions (`pipeline.generate` -> `SessionStepper.step`, the path of the CLI, the nodes
 and the live stream), latents only (no decoder). 81 chunks of 3 latent frames = 243 latent frames = 969 video
 frames = 60.6 s at 16 fps. Each run is a fresh subprocess with one torch thread. Measured:
 1. per-chunk CPU time (process time; other jobs on the machine still slow it through shared caches, so the
@@ -48,10 +48,10 @@ def run_once(chunks: int, size: int, layers: int, dim: int) -> dict:
     import torch
 
     from sf_core.config import WanConfig
-    from sf_core.families import settings_for
-    from sf_core.model import WanTransformer, randomize_weights
-    from sf_core.pipeline import generate
-    from sf_core.session import new_session
+    from sf_core.checkpoints.families import settings_for
+    from sf_core.model.transformer import WanTransformer, randomize_weights
+    from sf_core.sampling.pipeline import generate
+    from sf_core.sampling.session import new_session
 
     torch.set_num_threads(1)
     cfg = WanConfig(dim=dim, ffn_dim=4 * dim, num_heads=dim // 64, num_layers=layers, text_dim=64, text_len=32)

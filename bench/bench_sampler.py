@@ -34,9 +34,9 @@ def run_once(chunks: int, window: str, threads: int, size: int, layers: int, dim
     import torch
 
     from sf_core.config import CausalConfig, WanConfig
-    from sf_core.model import WanTransformer, randomize_weights
-    from sf_core.pipeline import generate
-    from sf_core.session import SamplingSettings, default_causal, new_session
+    from sf_core.model.transformer import WanTransformer, randomize_weights
+    from sf_core.sampling.pipeline import generate
+    from sf_core.sampling.session import SamplingSettings, default_causal, new_session
 
     torch.set_num_threads(threads)
     cfg = WanConfig(dim=dim, ffn_dim=4 * dim, num_heads=dim // 64, num_layers=layers, text_dim=64, text_len=32)

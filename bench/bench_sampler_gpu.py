@@ -26,11 +26,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sf_core.attention import sage_available  # noqa: E402
+from sf_core.model.attention import sage_available  # noqa: E402
 from sf_core.config import WanConfig  # noqa: E402
-from sf_core.model import WanTransformer  # noqa: E402
-from sf_core.pipeline import generate  # noqa: E402
-from sf_core.session import new_session  # noqa: E402
+from sf_core.model.transformer import WanTransformer  # noqa: E402
+from sf_core.sampling.pipeline import generate  # noqa: E402
+from sf_core.sampling.session import new_session  # noqa: E402
 
 
 @torch.no_grad()

@@ -63,8 +63,8 @@ def quality_run(mode: str, frames: int, threads: int) -> dict:
 
     import torch
 
-    from sf_core.pipeline import as_bundle, generate
-    from sf_core.session import new_session
+    from sf_core.sampling.pipeline import as_bundle, generate
+    from sf_core.sampling.session import new_session
     from sf_core.toy import load_toy_bundle
     from sf_core.toy.codec import ToyDecoder
     from sf_core.toy.metrics import score_video

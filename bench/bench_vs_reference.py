@@ -48,7 +48,7 @@ STEPS = [1000, 750, 500, 250]
 def _build(config: str):
     sys.path.insert(0, str(ROOT))
     from sf_core.config import WanConfig
-    from sf_core.model import WanTransformer, randomize_weights
+    from sf_core.model.transformer import WanTransformer, randomize_weights
 
     spec = CONFIGS[config]
     cfg = WanConfig(**{**WanConfig.tiny().to_dict(), **spec["cfg"]})
@@ -64,8 +64,8 @@ def _frames_window(mode: str, spec: dict) -> tuple[int, int | None, int]:
 # ---------------------------------------------------------------------------------------------- ours
 def run_ours(config: str, mode: str):
     from sf_core.config import CausalConfig
-    from sf_core.pipeline import generate
-    from sf_core.session import SamplingSettings, new_session
+    from sf_core.sampling.pipeline import generate
+    from sf_core.sampling.session import SamplingSettings, new_session
 
     cfg, model, ctx, spec = _build(config)
     frames, window, sink = _frames_window(mode, spec)

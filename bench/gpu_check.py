@@ -12,8 +12,8 @@ Parts of the JSON:
                p50 / p90, peak GPU memory and the memory planner's prediction, for 81 frames (7 chunks) and a
                60 s video (rolling window 21 + sink 3; run with TAEHV only, to fit the time budget); a run that
                would pass --budget-s is skipped and named;
-  cuda_graphs  one 81-frame run with sf_core.accel CUDA graphs (off by default everywhere else), or its error.
-Compile = sf_core.accel.compile_blocks (its first video, which compiles, is excluded from the timings and
+  cuda_graphs  one 81-frame run with sf_core.model.accel CUDA graphs (off by default everywhere else), or its error.
+Compile = sf_core.model.accel.compile_blocks (its first video, which compiles, is excluded from the timings and
 reported as compile_s); kv = the KV-cache storage ("auto" = bf16, "int8").
 """
 from __future__ import annotations
@@ -33,11 +33,11 @@ sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 from bench_sampler_gpu import make_decoder, random_transformer  # noqa: E402
 
-from sf_core import accel  # noqa: E402
+from sf_core.model import accel  # noqa: E402
 from sf_core.config import CausalConfig, WanConfig  # noqa: E402
-from sf_core.memory_plan import RunShape, plan_memory  # noqa: E402
-from sf_core.pipeline import generate  # noqa: E402
-from sf_core.session import SamplingSettings, default_causal, new_session  # noqa: E402
+from sf_core.memory.plan import RunShape, plan_memory  # noqa: E402
+from sf_core.sampling.pipeline import generate  # noqa: E402
+from sf_core.sampling.session import SamplingSettings, default_causal, new_session  # noqa: E402
 
 
 def _sync(device):
@@ -47,13 +47,13 @@ def _sync(device):
 
 def parity(device) -> dict:
     """Max |diff| of GPU fp32 outputs vs the recorded official outputs (CPU fixtures)."""
-    from sf_core.attention import BlockCausalMask
-    from sf_core.denoiser import Denoiser
-    from sf_core.fixture import Fixture
-    from sf_core.forward import wan_forward
-    from sf_core.kv_cache import KVCache
-    from sf_core.sampler import replay_noise, rollout
-    from sf_core.schedule import FlowSchedule
+    from sf_core.model.attention import BlockCausalMask
+    from sf_core.sampling.denoiser import Denoiser
+    from sf_core.parity.fixture import Fixture
+    from sf_core.model.forward import wan_forward
+    from sf_core.cache.kv_cache import KVCache
+    from sf_core.sampling.sampler import replay_noise, rollout
+    from sf_core.sampling.schedule import FlowSchedule
 
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     out = {}

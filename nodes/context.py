@@ -1,7 +1,7 @@
 """SF Image to Video and SF Extend Video: start from an image, or continue any video (an IMAGE batch).
 
 The frames are encoded by the connected VAE's own encode (or the toy model's codec), committed clean into the KV
-cache (`sf_core.context_frames`: the first frame is a chunk of its own and the attention sink) and the causal
+cache (`sf_core.sampling.context_frames`: the first frame is a chunk of its own and the attention sink) and the causal
 sampler goes on from there. Image to video returns a video that starts with the image; Extend Video returns the
 given frames followed by the new ones, decoded with the decoder's causal state primed on the given frames (no
 seam). Both return the session, so SF Continue Session / SF Live Stream can go on.
@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from comfy_api.latest import io
 
-from sf_core.context_frames import commit_frames, frames_settings, usable_frames
-from sf_core.session import SamplingSettings, new_session
+from sf_core.sampling.context_frames import commit_frames, frames_settings, usable_frames
+from sf_core.sampling.session import SamplingSettings, new_session
 
 from . import host, types
 from .decoders import pick_decoder

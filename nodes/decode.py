@@ -11,7 +11,7 @@ import logging
 import torch
 from comfy_api.latest import io
 
-from sf_core.session import state_to
+from sf_core.sampling.session import state_to
 from sf_core.vae.protocol import VAEError
 
 from . import host, types

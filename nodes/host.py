@@ -29,7 +29,7 @@ class LoadedWan:
 
     patcher: Any
     base: Any  # comfy.model_base.WAN21 (has process_latent_in/out)
-    module: Any  # comfy.ldm.wan.model.WanModel: the module tree sf_core.forward runs on
+    module: Any  # comfy.ldm.wan.model.WanModel: the module tree sf_core.model.forward runs on
     device: torch.device
     dtype: torch.dtype
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from sf_core.config import CausalConfig, ConfigError
-from sf_core.schedule import parse_steps
+from sf_core.sampling.schedule import parse_steps
 
 from .host import NodeInputError
 

@@ -1,6 +1,6 @@
 """SF Live Stream: a video that goes on until the user stops it, steered from the player while it plays.
 
-The node runs `sf_core.live.LiveRun` on the stock MODEL (or the toy model): chunk after chunk with a rolling KV
+The node runs `sf_core.sampling.live.LiveRun` on the stock MODEL (or the toy model): chunk after chunk with a rolling KV
 cache (relative positions: no length limit), each chunk decoded, shown in the player and appended to an mp4 in
 the output folder; nothing else is kept (the IMAGE output holds at most the last `keep_last_frames` frames).
 Controls (new prompt, pause/resume, reset, stop) come over HTTP (`nodes/live_routes.py`), sent by the player's
@@ -17,9 +17,9 @@ from collections import deque
 import torch
 from comfy_api.latest import io
 
-from sf_core.live import LiveChunk, LiveControlError, LiveRun
-from sf_core.pipeline import set_prompt
-from sf_core.session import SamplingSettings, new_session
+from sf_core.sampling.live import LiveChunk, LiveControlError, LiveRun
+from sf_core.sampling.pipeline import set_prompt
+from sf_core.sampling.session import SamplingSettings, new_session
 from sf_core.video import VideoWriter
 
 from . import host, live_routes, types
@@ -155,7 +155,7 @@ class LiveStreamNode(io.ComfyNode):
                 sess = new_session(loaded.module, ctx0, latent_hw=(h, w), seed=int(seed), settings=settings,
                                    dtype=loaded.dtype, device=loaded.device)
             else:  # the image is the first frame (committed into the cache, the attention sink)
-                from sf_core.context_frames import commit_frames, frames_settings
+                from sf_core.sampling.context_frames import commit_frames, frames_settings
 
                 from .context import encode_frames, rgb_frames
 

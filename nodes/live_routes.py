@@ -22,7 +22,7 @@ import threading
 from concurrent.futures import Future
 from typing import Any
 
-from sf_core.live import LiveControlError, LiveRun, parse_control
+from sf_core.sampling.live import LiveControlError, LiveRun, parse_control
 
 log = logging.getLogger("selfforcing.nodes")
 

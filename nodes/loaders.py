@@ -35,7 +35,7 @@ def _lora_files() -> list[str]:
 
 
 def family_options() -> list[str]:
-    from sf_core.families import NAMES
+    from sf_core.checkpoints.families import NAMES
 
     return ["auto", *NAMES]
 
@@ -83,9 +83,9 @@ class LoadCheckpoint(io.ComfyNode):
 
     @classmethod
     def execute(cls, ckpt_name, which, weight_dtype, family="auto", lora="none") -> io.NodeOutput:
-        from sf_core.checkpoint_files import CheckpointError
+        from sf_core.checkpoints.files import CheckpointError
         from sf_core.config import ConfigError
-        from sf_core.families import load_for_family
+        from sf_core.checkpoints.families import load_for_family
 
         path = host.model_path("diffusion_models", ckpt_name)
         lora_path = None if lora in (None, "", "none") else host.model_path("loras", lora)
@@ -104,7 +104,7 @@ class LoadCheckpoint(io.ComfyNode):
 class DownloadCheckpoint(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
-        from sf_core.hub import KNOWN
+        from sf_core.checkpoints.hub import KNOWN
 
         return io.Schema(
             node_id="SF_DownloadCheckpoint",
@@ -127,7 +127,7 @@ class DownloadCheckpoint(io.ComfyNode):
 
     @classmethod
     def execute(cls, checkpoint, which, weight_dtype) -> io.NodeOutput:
-        from sf_core.hub import COMPANION_LORA, HubError, download
+        from sf_core.checkpoints.hub import COMPANION_LORA, HubError, download
 
         folder = host.model_folder("diffusion_models")
         try:

@@ -1,7 +1,7 @@
 """SF Prompt Schedule: change the prompt at a given chunk (a story), chained node after node.
 
 Each node adds one entry (start chunk, conditioning) to the schedule it receives; the sampler turns the
-chain into an `sf_core.prompts.PromptSchedule` whose chunk-0 prompt is the sampler's `positive` (unless an
+chain into an `sf_core.sampling.prompts.PromptSchedule` whose chunk-0 prompt is the sampler's `positive` (unless an
 entry starts at 0). What happens at a switch (re-cache or keep) and the blend length apply to the whole
 schedule: the last node of the chain sets them.
 """
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from comfy_api.latest import io
 
-from sf_core.prompts import SWITCH_POLICIES, PromptEntry, PromptSchedule
+from sf_core.sampling.prompts import SWITCH_POLICIES, PromptEntry, PromptSchedule
 
 from . import types
 from .inputs import conditioning_tensor

@@ -1,4 +1,4 @@
-"""Drive `sf_core.pipeline.generate` from inside a node: progress, decoding, live streaming, interruption.
+"""Drive `sf_core.sampling.pipeline.generate` from inside a node: progress, decoding, live streaming, interruption.
 
 The generation is sf_core's (a `Session` advanced chunk by chunk over the host's own WanModel modules); this
 module wires the host's callbacks into it and moves sessions between the compute device and the CPU, where
@@ -14,8 +14,8 @@ from typing import Any
 import torch
 
 from sf_core.config import plan_chunks
-from sf_core.pipeline import ChunkResult, generate
-from sf_core.session import Session
+from sf_core.sampling.pipeline import ChunkResult, generate
+from sf_core.sampling.session import Session
 
 from . import host
 from .decoders import HostDecoder

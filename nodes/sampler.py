@@ -11,8 +11,8 @@ import logging
 import torch
 from comfy_api.latest import io
 
-from sf_core.kv_quant import KV_DTYPES
-from sf_core.session import SamplingSettings, new_session
+from sf_core.cache.kv_quant import KV_DTYPES
+from sf_core.sampling.session import SamplingSettings, new_session
 
 from . import host, types
 from .decoders import pick_decoder
@@ -93,7 +93,7 @@ def family_settings(family, model, settings: SamplingSettings, *, shift_widget: 
     import dataclasses
 
     from sf_core.config import ConfigError
-    from sf_core.families import from_widgets
+    from sf_core.checkpoints.families import from_widgets
 
     from .loaders import model_family
 

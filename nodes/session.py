@@ -1,8 +1,8 @@
 """Session nodes: continue a video for N more chunks (optionally with a new prompt), save and load sessions.
 
-An SF_SESSION value is an `sf_core.session.Session` on the CPU. Continuing copies it to the model's device,
+An SF_SESSION value is an `sf_core.sampling.session.Session` on the CPU. Continuing copies it to the model's device,
 so the input session is never modified and re-running a graph from the host's cache gives the same result.
-Session files are `sf_core.session_io` safetensors files in the output folder.
+Session files are `sf_core.sampling.session_io` safetensors files in the output folder.
 """
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import os
 
 from comfy_api.latest import io, ui
 
-from sf_core.pipeline import set_prompt
-from sf_core.prompts import SWITCH_POLICIES
-from sf_core.session import Session, SessionError
-from sf_core.session_io import load_session, save_session
+from sf_core.sampling.pipeline import set_prompt
+from sf_core.sampling.prompts import SWITCH_POLICIES
+from sf_core.sampling.session import Session, SessionError
+from sf_core.sampling.session_io import load_session, save_session
 
 from . import host, types
 from .inputs import batch_context, conditioning_tensor

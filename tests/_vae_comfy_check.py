@@ -104,9 +104,9 @@ def _image_path(vae, ours, g) -> dict:
     spec.loader.exec_module(pack)
     from sf_pack_nodes.context import encode_frames, rgb_frames
     from sf_core.config import WanConfig
-    from sf_core.context_frames import commit_frames, frames_settings
-    from sf_core.model import WanTransformer, randomize_weights
-    from sf_core.session import SamplingSettings, new_session
+    from sf_core.sampling.context_frames import commit_frames, frames_settings
+    from sf_core.model.transformer import WanTransformer, randomize_weights
+    from sf_core.sampling.session import SamplingSettings, new_session
 
     rgba = torch.rand(1, 16, 16, 4, generator=g)  # an RGBA image: the alpha is dropped
     z_comfy = encode_frames(rgb_frames(rgba), vae=vae)

@@ -38,6 +38,6 @@ def reference_fixtures() -> list[Path]:
 def tiny_model():
     """A tiny WanTransformer (fixture size) with seeded random weights (head not zero)."""
     from sf_core.config import WanConfig
-    from sf_core.model import WanTransformer, randomize_weights
+    from sf_core.model.transformer import WanTransformer, randomize_weights
 
     return randomize_weights(WanTransformer(WanConfig.tiny()), seed=0)

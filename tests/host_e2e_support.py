@@ -39,7 +39,7 @@ def write_models(base: Path) -> dict[str, str]:
     from safetensors.torch import save_file
 
     from sf_core.config import WanConfig
-    from sf_core.model import WanTransformer, randomize_weights
+    from sf_core.model.transformer import WanTransformer, randomize_weights
     from sf_core.vae.wan_vae import WanVAE, WanVAEConfig
 
     dm_dir, vae_dir, inp = base / "models/diffusion_models", base / "models/vae", base / "input"

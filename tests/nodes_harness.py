@@ -70,7 +70,7 @@ class FakePatcher:
 def tiny_wan(seed: int = 0):
     """A tiny Wan2.1 T2V transformer (16 latent channels) with non-trivial weights."""
     from sf_core.config import WanConfig
-    from sf_core.model import WanTransformer, randomize_weights
+    from sf_core.model.transformer import WanTransformer, randomize_weights
 
     return randomize_weights(WanTransformer(WanConfig.tiny()), seed=seed).eval()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from sf_core.config import WanConfig
-from sf_core.model import WanTransformer, randomize_weights
+from sf_core.model.transformer import WanTransformer, randomize_weights
 
 HW = (4, 6)  # latent size: 2x3 tokens per frame, H != W
 

@@ -1,4 +1,4 @@
-"""Optional accelerators (sf_core.accel): torch.compile of the blocks on CPU (inductor) gives the eager outputs, and
+"""Optional accelerators (sf_core.model.accel): torch.compile of the blocks on CPU (inductor) gives the eager outputs, and
 the CUDA-graph replay plumbing (static buffers, steady-state detection, invalidation) with an eager stand-in."""
 import time
 
@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from sessions_kit import HW, conditioning, tiny_model
-from sf_core import accel
+from sf_core.model import accel
 from sf_core.config import CausalConfig, ConfigError
-from sf_core.pipeline import generate, set_prompt
-from sf_core.session import SamplingSettings, new_session
+from sf_core.sampling.pipeline import generate, set_prompt
+from sf_core.sampling.session import SamplingSettings, new_session
 
 ROLL = SamplingSettings(causal=CausalConfig(chunk_frames=3, window_frames=9, sink_frames=3))
 

@@ -6,11 +6,11 @@ Covers chunk-wise and frame-wise chunking, an independent first frame, global an
 import pytest
 import torch
 
-from sf_core.attention import BlockCausalMask
+from sf_core.model.attention import BlockCausalMask
 from sf_core.config import CausalConfig, ConfigError, WanConfig
-from sf_core.forward import wan_forward
-from sf_core.kv_cache import KVCache
-from sf_core.model import WanTransformer, randomize_weights
+from sf_core.model.forward import wan_forward
+from sf_core.cache.kv_cache import KVCache
+from sf_core.model.transformer import WanTransformer, randomize_weights
 
 CASES = {
     "chunk3_global": CausalConfig(chunk_frames=3),

@@ -12,9 +12,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from sf_core.checkpoints import CheckpointError, load_checkpoint, load_model, save_model
+from sf_core.checkpoints.weights import CheckpointError, load_checkpoint, load_model, save_model
 from sf_core.config import CausalConfig, WanConfig
-from sf_core.model import WanTransformer, randomize_weights
+from sf_core.model.transformer import WanTransformer, randomize_weights
 
 # dim 256 = 2 heads of Wan's 128: the number of heads is inferable from shapes (dim // 128)
 CFG = WanConfig(dim=256, ffn_dim=64, num_heads=2, num_layers=2, text_dim=32, text_len=512)
@@ -171,7 +171,7 @@ def test_legacy_pickle_format(tmp_path):
 
 def to_diffusers(sd):
     """Wan2.1 -> diffusers WanTransformer3DModel names, written from the diffusers naming (independent of
-    sf_core.keymap)."""
+    sf_core.checkpoints.keymap)."""
     top = {"text_embedding.0": "condition_embedder.text_embedder.linear_1",
            "text_embedding.2": "condition_embedder.text_embedder.linear_2",
            "time_embedding.0": "condition_embedder.time_embedder.linear_1",

@@ -1,4 +1,4 @@
-"""`python -m sf_core.convert` (in-process and as a real subprocess) and `sf_core.hub` (no network needed).
+"""`python -m sf_core.checkpoints.convert` (in-process and as a real subprocess) and `sf_core.checkpoints.hub` (no network needed).
 
 Whether ComfyUI's own loader accepts the converted file is tested in test_comfy_model.py (needs ComfyUI).
 """
@@ -12,9 +12,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from sf_core.checkpoints import load_checkpoint
+from sf_core.checkpoints.weights import load_checkpoint
 from sf_core.config import CausalConfig
-from sf_core.convert import main
+from sf_core.checkpoints.convert import main
 from test_checkpoints import CFG, fsdp_names, make_sd
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,7 +74,7 @@ def test_convert_refuses_overwrite_and_bad_input(sf_pt, tmp_path, capsys):
 def test_convert_cli_subprocess(sf_pt, tmp_path):
     path, _, ema = sf_pt
     out = tmp_path / "cli.safetensors"
-    proc = subprocess.run([sys.executable, "-m", "sf_core.convert", str(path), str(out), "--dtype", "fp32"],
+    proc = subprocess.run([sys.executable, "-m", "sf_core.checkpoints.convert", str(path), str(out), "--dtype", "fp32"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["which"] == "generator_ema"
@@ -85,7 +85,7 @@ def test_convert_cli_subprocess(sf_pt, tmp_path):
 # ------------------------------------------------------------------------------------------ hub
 def _hub(args, tmp_path, **env):
     e = dict(os.environ, PYTHONPATH=str(ROOT), HF_HOME=str(tmp_path / "hf_home"), **env)
-    return subprocess.run([sys.executable, "-m", "sf_core.hub", *args], cwd=tmp_path, env=e, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "sf_core.checkpoints.hub", *args], cwd=tmp_path, env=e, capture_output=True,
                           text=True, timeout=120)
 
 
@@ -114,13 +114,13 @@ def test_hub_closed_endpoint_is_a_clear_error(tmp_path):
 
 
 def test_hub_names_and_lazy_import(tmp_path):
-    from sf_core import hub
+    from sf_core.checkpoints import hub
 
     with pytest.raises(hub.HubError, match="unknown checkpoint"):
         hub.resolve("self-forcing")
     spec = hub.resolve("gdhe17/Self-Forcing:checkpoints/self_forcing_sid.pt")
     assert spec.repo_id == "gdhe17/Self-Forcing" and spec.files == ("checkpoints/self_forcing_sid.pt",)
     assert hub.KNOWN["wan2.1-t2v-1.3b"].files == ("diffusion_pytorch_model.safetensors", "config.json")
-    code = "import sys, sf_core.hub, sf_core.convert; print('huggingface_hub' in sys.modules)"
+    code = "import sys, sf_core.checkpoints.hub, sf_core.checkpoints.convert; print('huggingface_hub' in sys.modules)"
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert proc.stdout.strip() == "False", "importing sf_core.hub must not import huggingface_hub"
+    assert proc.stdout.strip() == "False", "importing sf_core.checkpoints.hub must not import huggingface_hub"

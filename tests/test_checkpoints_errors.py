@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from sf_core.checkpoints import CheckpointError, load_checkpoint, load_model, save_model
+from sf_core.checkpoints.weights import CheckpointError, load_checkpoint, load_model, save_model
 from sf_core.config import WanConfig
 from test_checkpoints import CFG, WAN_CONFIG_JSON, make_sd, write_sharded
 

@@ -11,8 +11,8 @@ from safetensors.torch import load_file, save_file
 from sessions_kit import StubDecoder, conditioning, tiny_model
 from sf_core.cli import generate as cli
 from sf_core.config import CausalConfig
-from sf_core.pipeline import Bundle
-from sf_core.session import SamplingSettings, default_causal
+from sf_core.sampling.pipeline import Bundle
+from sf_core.sampling.session import SamplingSettings, default_causal
 from sf_core.video import probe_video
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture
 def files(tmp_path):
     """A tiny model file (CORE-IO's format), an embeddings file with two prompts."""
-    from sf_core.checkpoints import save_model
+    from sf_core.checkpoints.weights import save_model
 
     model = tiny_model()
     save_model(tmp_path / "tiny.safetensors", model, model.config, causal=CausalConfig(chunk_frames=3))

@@ -49,7 +49,7 @@ def test_extend_video_holds_the_given_frames_then_the_new_ones(files, tmp_path, 
     assert code == 0, out.err
     given, video = read_video(files / "world.mp4"), read_video(tmp_path / "b.mp4")
     assert video.shape[0] == 24 + 24 and np.array_equal(video[:24], given)
-    from sf_core.session_io import load_session
+    from sf_core.sampling.session_io import load_session
 
     s = load_session(tmp_path / "b.session")
     assert s.settings.causal.independent_first_frame and s.next_frame == 7 + 24  # 7 given latent frames + 24

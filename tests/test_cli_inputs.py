@@ -13,8 +13,8 @@ from sessions_kit import StubDecoder, conditioning, tiny_model
 from sf_core.cli import generate as cli
 from sf_core.cli import inputs
 from sf_core.config import CausalConfig, ConfigError
-from sf_core.pipeline import Bundle
-from sf_core.session import SamplingSettings, default_causal
+from sf_core.sampling.pipeline import Bundle
+from sf_core.sampling.session import SamplingSettings, default_causal
 
 
 def stub_bundle(model=None, **kw):
@@ -105,7 +105,7 @@ def test_rope_limit_names_a_length_of_whole_chunks():
 
 
 def test_nan_steps_in_the_schedule_parser():
-    from sf_core.schedule import parse_steps
+    from sf_core.sampling.schedule import parse_steps
 
     for bad in ("nan", "1000,inf", "-inf"):
         with pytest.raises(ValueError, match="must be an integer in 1..1000"):
@@ -254,7 +254,7 @@ def test_a_failing_video_write_leaves_no_file_that_looks_like_a_video(tmp_path, 
 
 
 def test_a_failing_session_write_keeps_the_video_and_says_so(tmp_path, emb, capsys, monkeypatch):
-    import sf_core.session_io as sio
+    import sf_core.sampling.session_io as sio
     from sf_core.video import probe_video
 
     def fail(*a, **k):
@@ -396,7 +396,7 @@ def test_ctrl_c_anywhere_leaves_a_session_that_matches_the_video(tmp_path, emb, 
     code, io = run(_files_argv(emb, "--latent-frames", "12", "-o", str(part), "--crf", "0", "--save-session",
                                str(sess), "--latents-out", str(tmp_path / "a.st")), capsys, b)
     assert code == 130, io.err
-    from sf_core.session_io import load_session
+    from sf_core.sampling.session_io import load_session
 
     s = load_session(sess)
     assert s.next_frame == done and probe_video(part)["frames"] == 1 + 4 * (done - 1)

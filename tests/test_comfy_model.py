@@ -6,7 +6,7 @@ this file is also that script (`python tests/test_comfy_model.py OUT_DIR` with C
 COMFYUI_DIR every test here is skipped.
 
 What is compared (tiny real-format Wan2.1: dim 256 = 2 heads of 128, text_dim 4096, random non-zero head):
-- a Self Forcing `.pt` (generator_ema with FSDP names) -> `python -m sf_core.convert` -> UNETLoader gives
+- a Self Forcing `.pt` (generator_ema with FSDP names) -> `python -m sf_core.checkpoints.convert` -> UNETLoader gives
   WAN21 / WAN21_T2V / WanModel with the right dims;
 - `wan_forward` on ComfyUI's module tree == on our WanTransformer (same weights): bidirectional, block-causal,
   KV cache chunk by chunk (global and rolling + sink), per-frame timesteps;
@@ -117,8 +117,8 @@ def _rel_l2(a, b) -> float:
 
 def _chunked(net, x, t, ctx, causal, tpf, cfg):
     import torch
-    from sf_core.forward import wan_forward
-    from sf_core.kv_cache import KVCache
+    from sf_core.model.forward import wan_forward
+    from sf_core.cache.kv_cache import KVCache
 
     cache = KVCache.allocate(cfg.num_layers, x.shape[0], cfg.num_heads, cfg.head_dim, tpf,
                              frames=None if causal.rolling else x.shape[2], window_frames=causal.window_frames,
@@ -140,12 +140,12 @@ def run_checks(out_dir: Path) -> dict:
 
     import folder_paths
     import nodes
-    from sf_core.attention import BlockCausalMask
-    from sf_core.checkpoints import load_model
+    from sf_core.model.attention import BlockCausalMask
+    from sf_core.checkpoints.weights import load_model
     from sf_core.config import CausalConfig, WanConfig
-    from sf_core.convert import convert
-    from sf_core.forward import wan_forward
-    from sf_core.model import WanTransformer, randomize_weights
+    from sf_core.checkpoints.convert import convert
+    from sf_core.model.forward import wan_forward
+    from sf_core.model.transformer import WanTransformer, randomize_weights
 
     torch.manual_seed(0)
     cfg = WanConfig(dim=256, ffn_dim=512, num_heads=2, num_layers=2, text_dim=4096, text_len=512)
@@ -200,7 +200,7 @@ def run_checks(out_dir: Path) -> dict:
         r["comfy_dm_vs_ours"] = _maxabs(dm(x, t_scalar, ctx), ref)
         r["comfy_dm_vs_ours_per_frame_t"] = _maxabs(dm(x, t_frames, ctx), ref_pf)
         # the same tables as ComfyUI (float32 sinusoid and RoPE) on our side: the difference must vanish
-        import sf_core.forward as fwd
+        import sf_core.model.forward as fwd
 
         def sinusoid32(dim, t):
             freqs = torch.pow(10000.0, -torch.arange(dim // 2, dtype=torch.float32) / (dim // 2))

@@ -10,9 +10,9 @@ import torch
 
 from sessions_kit import HW, StubDecoder, conditioning, tiny_model
 from sf_core.config import CausalConfig, ConfigError
-from sf_core.context_frames import commit_frames, frames_causal, frames_settings, usable_frames
-from sf_core.pipeline import as_bundle, generate
-from sf_core.session import SamplingSettings, new_session
+from sf_core.sampling.context_frames import commit_frames, frames_causal, frames_settings, usable_frames
+from sf_core.sampling.pipeline import as_bundle, generate
+from sf_core.sampling.session import SamplingSettings, new_session
 from sf_core.toy import load_toy_bundle
 from sf_core.toy.codec import ToyDecoder, encode
 from sf_core.toy.metrics import detect

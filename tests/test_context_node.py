@@ -31,9 +31,9 @@ def _world(frames, up=2):
 
 
 def _core(frames_img, new_chunks, emit):
-    from sf_core.context_frames import commit_frames, frames_settings
-    from sf_core.pipeline import as_bundle, generate
-    from sf_core.session import SamplingSettings, new_session
+    from sf_core.sampling.context_frames import commit_frames, frames_settings
+    from sf_core.sampling.pipeline import as_bundle, generate
+    from sf_core.sampling.session import SamplingSettings, new_session
     from sf_core.toy import load_toy_bundle
     from sf_core.config import CausalConfig
     from sf_core.toy.codec import ToyDecoder, encode

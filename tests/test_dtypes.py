@@ -10,13 +10,13 @@ import warnings
 import pytest
 import torch
 
-import sf_core.attention as attn
-from sf_core.attention import BlockCausalMask
-from sf_core.checkpoints import cast_for_storage
+import sf_core.model.attention as attn
+from sf_core.model.attention import BlockCausalMask
+from sf_core.checkpoints.weights import cast_for_storage
 from sf_core.config import CausalConfig, WanConfig
-from sf_core.forward import wan_forward
-from sf_core.kv_cache import KVCache
-from sf_core.model import WanTransformer, expected_shapes, randomize_weights
+from sf_core.model.forward import wan_forward
+from sf_core.cache.kv_cache import KVCache
+from sf_core.model.transformer import WanTransformer, expected_shapes, randomize_weights
 
 CFG = WanConfig(dim=256, ffn_dim=512, num_heads=2, num_layers=2, text_dim=64, text_len=16)
 

@@ -12,8 +12,8 @@ from safetensors.torch import save_file
 from family_files import (longlive_lora, longlive_merged, lora_factors, merged_by_hand,
                           training_checkpoint)
 from sessions_kit import HW, conditioning, tiny_model
-from sf_core.checkpoint_files import CheckpointError
-from sf_core.families import FAMILIES, FamilyError, detect_path, load_for_family, settings_for
+from sf_core.checkpoints.files import CheckpointError
+from sf_core.checkpoints.families import FAMILIES, FamilyError, detect_path, load_for_family, settings_for
 
 
 REAL = dict(dim=128, num_heads=1, ffn_dim=128, text_len=512)  # as released Wan2.1: heads, text_len not in the file
@@ -69,7 +69,7 @@ def test_longlive_base_plus_lora_merged_and_merged_file(tmp_path, models, caplog
     assert max((ck.state_dict[k] - want[k]).abs().max().item() for k in want) < 1e-6
     # the bare peft state dict (the inference script reads both) and an alpha that is not the rank
     bare = longlive_lora(tmp_path / "bare.pt", factors, container=False)
-    from sf_core.checkpoints import load_checkpoint
+    from sf_core.checkpoints.weights import load_checkpoint
 
     ck2 = load_checkpoint(base, which="generator", lora=bare, lora_alpha=2.0)
     half = merged_by_hand(models["gen"].state_dict(), factors, alpha=2.0)
@@ -104,8 +104,8 @@ def test_wrong_family_messages(tmp_path, models, caplog):
 
 
 def test_convert_records_the_family_and_the_merge(tmp_path, models):
-    from sf_core.convert import main as convert_main
-    from sf_core.families import detect
+    from sf_core.checkpoints.convert import main as convert_main
+    from sf_core.checkpoints.families import detect
 
     base = training_checkpoint(tmp_path / "longlive_base.pt", models["gen"])
     factors = lora_factors(models["gen"], rank=3)
@@ -113,7 +113,7 @@ def test_convert_records_the_family_and_the_merge(tmp_path, models):
     out = tmp_path / "longlive_merged.safetensors"
     assert convert_main([str(base), str(out), "--lora", str(lora), "--dtype", "fp32"]) == 0
     out.unlink()
-    from sf_core.convert import convert
+    from sf_core.checkpoints.convert import convert
 
     summary = convert(base, out, dtype="fp32", lora=str(lora))
     assert summary["family"] == "longlive" and summary["causal"]["chunk_frames"] == 3
@@ -132,8 +132,8 @@ def test_convert_records_the_family_and_the_merge(tmp_path, models):
 
 def test_cli_family_runs_each_sampler(tmp_path, models, capsys):
     from sf_core.cli import generate as cli
-    from sf_core.pipeline import generate
-    from sf_core.session import new_session
+    from sf_core.sampling.pipeline import generate
+    from sf_core.sampling.session import new_session
 
     save_file({"context": conditioning(0)[0]}, str(tmp_path / "emb.safetensors"))
     rf = training_checkpoint(tmp_path / "rolling_forcing_dmd.pt", models["gen"], models["ema"])
@@ -157,7 +157,7 @@ def test_cli_family_runs_each_sampler(tmp_path, models, capsys):
                      "--save-session", str(tmp_path / "s.st"), "--latent-frames", "6", "--width", "48",
                      "--height", "32", "--steps", "1000,500", "--window", "30"])
     capsys.readouterr()
-    from sf_core.session_io import load_session
+    from sf_core.sampling.session_io import load_session
 
     st = load_session(tmp_path / "s.st").settings
     assert code == 0 and st.sampler == "rolling" and st.steps == (1000, 500) and st.causal.window_frames == 30
@@ -174,9 +174,9 @@ def test_presets_are_consistent():
 
 def test_first_chunk_schedule_in_sessions():
     """Causal Forcing++: the first chunk (empty cache) gets 4 steps, the later ones 1."""
-    from sf_core.denoiser import Denoiser
-    from sf_core.pipeline import generate
-    from sf_core.session import new_session
+    from sf_core.sampling.denoiser import Denoiser
+    from sf_core.sampling.pipeline import generate
+    from sf_core.sampling.session import new_session
 
     m, ctx = tiny_model(), conditioning(0)
     calls = []
@@ -199,11 +199,11 @@ def test_first_chunk_schedule_after_an_image_and_across_session_files(tmp_path):
     """Causal Forcing++ image-to-video: the first *sampled* frame after the committed image gets the 4 steps (the
     official pipeline: block 0 after the initial latents), the next ones 2; a session saved after it and continued
     from the file keeps that (2 steps) and equals the uninterrupted video."""
-    from sf_core.context_frames import commit_frames, frames_settings
-    from sf_core.denoiser import Denoiser
-    from sf_core.pipeline import generate
-    from sf_core.session import new_session
-    from sf_core.session_io import load_session, save_session
+    from sf_core.sampling.context_frames import commit_frames, frames_settings
+    from sf_core.sampling.denoiser import Denoiser
+    from sf_core.sampling.pipeline import generate
+    from sf_core.sampling.session import new_session
+    from sf_core.sampling.session_io import load_session, save_session
 
     m, ctx = tiny_model(), conditioning(0)
     image = torch.randn(1, 16, 1, *HW, generator=torch.Generator().manual_seed(3))

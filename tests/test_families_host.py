@@ -1,5 +1,5 @@
 """Checkpoint families in the real ComfyUI server (CPU): a family's official file, converted with
-`python -m sf_core.convert --family NAME` (LongLive: `--lora lora.pt`), loads through the stock UNETLoader and
+`python -m sf_core.checkpoints.convert --family NAME` (LongLive: `--lora lora.pt`), loads through the stock UNETLoader and
 samples through SF Causal Sampler with `family` set; the latents equal sf_core's own run of that family's preset
 on the weights the family's authors sample with (built here independently: the EMA or the raw generator, the
 LoRA merged by hand).
@@ -35,7 +35,7 @@ CASES = {
 
 def _tiny(seed: int):
     from sf_core.config import WanConfig
-    from sf_core.model import WanTransformer, randomize_weights
+    from sf_core.model.transformer import WanTransformer, randomize_weights
 
     cfg = WanConfig(dim=256, ffn_dim=512, num_heads=2, num_layers=2, text_dim=4096, text_len=512)
     return randomize_weights(WanTransformer(cfg), seed=seed).eval()
@@ -56,7 +56,7 @@ def server(tmp_path_factory):
     expected = {}
     for fam, (rel, takes, _, _) in CASES.items():
         path = training_checkpoint(src / rel, gen, ema)
-        cmd = [sys.executable, "-m", "sf_core.convert", str(path),
+        cmd = [sys.executable, "-m", "sf_core.checkpoints.convert", str(path),
                str(base / "models/diffusion_models" / f"{fam}.safetensors"), "--family", fam, "--dtype", "fp32"]
         if takes == "gen+lora":
             cmd += ["--lora", str(longlive_lora(src / "models/lora.pt", factors))]
@@ -92,10 +92,10 @@ def _prompt(fam: str, frames: int, switch: int | None) -> dict:
 def _reference(server, fam: str, frames: int, switch: int | None, preset: str | None = None) -> torch.Tensor:
     from safetensors.torch import load_file
 
-    from sf_core.families import settings_for
-    from sf_core.pipeline import generate
-    from sf_core.prompts import PromptEntry, PromptSchedule
-    from sf_core.session import new_session
+    from sf_core.checkpoints.families import settings_for
+    from sf_core.sampling.pipeline import generate
+    from sf_core.sampling.prompts import PromptEntry, PromptSchedule
+    from sf_core.sampling.session import new_session
     from sf_core.vae.latent import denormalize
 
     model = _tiny(9)

@@ -21,9 +21,9 @@ def host(tmp_path, monkeypatch):
     built = []
 
     def fake_loader(sd, dtype=None):  # the stand-in of comfy.sd's loader: a MODEL holding these weights
-        from sf_core.checkpoints import load_model  # noqa: F401 - same model class as the host's tree
+        from sf_core.checkpoints.weights import load_model  # noqa: F401 - same model class as the host's tree
         from sf_core.config import WanConfig
-        from sf_core.model import WanTransformer
+        from sf_core.model.transformer import WanTransformer
 
         m = WanTransformer(WanConfig(**{**WanConfig.tiny().to_dict(), **REAL})).eval()
         m.load_state_dict(sd)
@@ -37,9 +37,9 @@ def host(tmp_path, monkeypatch):
 def test_loader_family_lora_and_sampler_preset(host):
     from nodes.loaders import LoadCheckpoint, model_family
     from nodes.sampler import CausalSampler
-    from sf_core.families import settings_for
-    from sf_core.pipeline import generate
-    from sf_core.session import new_session
+    from sf_core.checkpoints.families import settings_for
+    from sf_core.sampling.pipeline import generate
+    from sf_core.sampling.session import new_session
     from sf_core.vae.latent import denormalize
 
     gen, ema = tiny_model(0, **REAL), tiny_model(1, **REAL)

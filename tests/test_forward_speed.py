@@ -3,13 +3,13 @@ give bit-identical outputs to the strided layout and the four real float64 produ
 import pytest
 import torch
 
-import sf_core.forward as fwd
-from sf_core.attention import BlockCausalMask
+import sf_core.model.forward as fwd
+from sf_core.model.attention import BlockCausalMask
 from sf_core.config import CausalConfig, WanConfig
-from sf_core.model import WanTransformer, randomize_weights
-from sf_core.pipeline import generate
-from sf_core.rope import apply_rope, rope_cos_sin, rope_freqs
-from sf_core.session import SamplingSettings, new_session
+from sf_core.model.transformer import WanTransformer, randomize_weights
+from sf_core.sampling.pipeline import generate
+from sf_core.model.rope import apply_rope, rope_cos_sin, rope_freqs
+from sf_core.sampling.session import SamplingSettings, new_session
 
 
 def four_products(x, cos, sin):

@@ -200,9 +200,9 @@ def test_sampler_on_comfy_wanmodel_matches_sf_core(server):
     from safetensors.torch import load_file
 
     from sf_core.config import WanConfig
-    from sf_core.model import WanTransformer
-    from sf_core.pipeline import generate
-    from sf_core.session import SamplingSettings, new_session
+    from sf_core.model.transformer import WanTransformer
+    from sf_core.sampling.pipeline import generate
+    from sf_core.sampling.session import SamplingSettings, new_session
     from sf_core.vae.latent import denormalize
 
     files = server.files

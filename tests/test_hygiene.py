@@ -87,7 +87,7 @@ def test_importing_every_sf_core_module_is_clean():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     r = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert "sf_core.checkpoints" in r["modules"] and "sf_core.forward" in r["modules"]
+    assert "sf_core.checkpoints.weights" in r["modules"] and "sf_core.model.forward" in r["modules"]
     assert not r["failed"], f"modules that fail to import: {r['failed']}"
     assert not r["host"], f"importing sf_core pulled in ComfyUI modules: {r['host']}"
     assert r["stdout"] == "", f"imports printed: {r['stdout'][:500]!r}"

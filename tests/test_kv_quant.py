@@ -1,4 +1,4 @@
-"""KV-cache storage formats (sf_core.kv_quant): 8-bit codes are bounded, half the bytes of bf16, and a run with an
+"""KV-cache storage formats (sf_core.cache.kv_quant): 8-bit codes are bounded, half the bytes of bf16, and a run with an
 int8 / fp8 cache stays close to the full-precision one (bounded per chunk) while 'auto' stays bit-identical."""
 import dataclasses
 
@@ -7,12 +7,12 @@ import torch
 
 from sessions_kit import HW, conditioning, tiny_model
 from sf_core.config import CausalConfig, ConfigError
-from sf_core.forward import wan_forward
-from sf_core.kv_cache import KVCache
-from sf_core.kv_quant import KV_DTYPES, dequantise, quantise, resolve
-from sf_core.pipeline import generate
-from sf_core.session import SamplingSettings, new_session
-from sf_core.session_io import load_session, save_session
+from sf_core.model.forward import wan_forward
+from sf_core.cache.kv_cache import KVCache
+from sf_core.cache.kv_quant import KV_DTYPES, dequantise, quantise, resolve
+from sf_core.sampling.pipeline import generate
+from sf_core.sampling.session import SamplingSettings, new_session
+from sf_core.sampling.session_io import load_session, save_session
 
 ROLL = CausalConfig(chunk_frames=3, window_frames=9, sink_frames=3)
 

@@ -1,4 +1,4 @@
-"""Live runs (sf_core.live, `python -m sf_core live`): steering between chunks, judged by the toy world's
+"""Live runs (sf_core.sampling.live, `python -m sf_core live`): steering between chunks, judged by the toy world's
 ground-truth detector on the decoded frames; bad controls refused while the run goes on; clean ends."""
 import json
 import os
@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from sf_core.live import LiveControlError, LiveRun, make_control, parse_control, parse_line
-from sf_core.pipeline import as_bundle, generate
-from sf_core.session import new_session
+from sf_core.sampling.live import LiveControlError, LiveRun, make_control, parse_control, parse_line
+from sf_core.sampling.pipeline import as_bundle, generate
+from sf_core.sampling.session import new_session
 from sf_core.toy import load_toy_bundle
 from sf_core.toy.codec import ToyDecoder
 from sf_core.toy.metrics import detect
@@ -143,7 +143,7 @@ def test_control_lines():
 
 
 def test_cli_live_from_stdin_writes_a_playable_mp4_that_matches_the_session(tmp_path):
-    from sf_core.session_io import load_session
+    from sf_core.sampling.session_io import load_session
     from sf_core.video import read_video
 
     script = f"@4 prompt {BLUE}\n@5 bogus command\n@10 stop\n"

@@ -3,12 +3,12 @@
 import pytest
 import torch
 
-import sf_core.memory_plan as mp
+import sf_core.memory.plan as mp
 from sf_core.config import CausalConfig, ConfigError, WanConfig
-from sf_core.memory_measure import peak_tensor_bytes, tensor_bytes
-from sf_core.model import WanTransformer, randomize_weights
-from sf_core.pipeline import generate
-from sf_core.session import SamplingSettings, default_causal, new_session
+from sf_core.memory.measure import peak_tensor_bytes, tensor_bytes
+from sf_core.model.transformer import WanTransformer, randomize_weights
+from sf_core.sampling.pipeline import generate
+from sf_core.sampling.session import SamplingSettings, default_causal, new_session
 
 MEDIUM = dict(dim=256, ffn_dim=1024, num_heads=4, num_layers=4, text_dim=64, text_len=32)
 CASES = {  # WanConfig, latent, frames, window, sink, kv, dtype, batch
@@ -30,7 +30,7 @@ def test_prediction_is_within_15_percent_of_the_measured_peak(name):
     causal = CausalConfig(chunk_frames=3, window_frames=window, sink_frames=sink)
     settings = SamplingSettings(causal=causal, kv_dtype=kv)
 
-    import sf_core.rope as rope
+    import sf_core.model.rope as rope
 
     for fn in vars(rope).values():  # cold RoPE table caches, as in a fresh process (earlier tests may have warmed them)
         if hasattr(fn, "cache_clear"):

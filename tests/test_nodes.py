@@ -45,10 +45,10 @@ def reference_rollout(dm, context, frames, hw, seed, steps=(1000, 750, 500, 250)
                       chunk=3):
     """Self Forcing sampling with sf_core's primitives directly: latents in model space."""
     from sf_core.config import CausalConfig
-    from sf_core.denoiser import Denoiser
-    from sf_core.kv_cache import KVCache
-    from sf_core.sampler import generator_noise, rollout
-    from sf_core.schedule import FlowSchedule
+    from sf_core.sampling.denoiser import Denoiser
+    from sf_core.cache.kv_cache import KVCache
+    from sf_core.sampling.sampler import generator_noise, rollout
+    from sf_core.sampling.schedule import FlowSchedule
 
     causal = CausalConfig(chunk_frames=chunk, window_frames=window, sink_frames=sink)
     cfg = dm.config
@@ -162,9 +162,9 @@ def test_continue_with_new_prompt_switches_from_next_chunk(host, dm):
 def test_prompt_schedule_node_matches_pipeline_schedule(host, dm):
     from nodes.prompts import PromptScheduleNode
     from nodes.sampler import CausalSampler
-    from sf_core.pipeline import generate
-    from sf_core.prompts import PromptEntry, PromptSchedule
-    from sf_core.session import SamplingSettings, default_causal, new_session
+    from sf_core.sampling.pipeline import generate
+    from sf_core.sampling.prompts import PromptEntry, PromptSchedule
+    from sf_core.sampling.session import SamplingSettings, default_causal, new_session
     from sf_core.vae.latent import denormalize
 
     a, b = cond(seed=1), cond(seed=2)
@@ -295,7 +295,7 @@ def test_save_and_load_session_round_trip(host, dm):
 
 def tiny_wan_other():
     from sf_core.config import WanConfig
-    from sf_core.model import WanTransformer, randomize_weights
+    from sf_core.model.transformer import WanTransformer, randomize_weights
 
     cfg = WanConfig(dim=64, ffn_dim=128, num_heads=2, num_layers=3, text_dim=32, text_len=16)
     return randomize_weights(WanTransformer(cfg), seed=1)
@@ -354,8 +354,8 @@ def test_decode_with_session_continues_the_stream_seamlessly(host, dm, tiny_vae)
 @pytest.fixture()
 def toy_file(tmp_path, monkeypatch):
     """A toy-size transformer (random weights) standing in for the shipped toy model file."""
-    from sf_core.checkpoints import save_model
-    from sf_core.model import WanTransformer, randomize_weights
+    from sf_core.checkpoints.weights import save_model
+    from sf_core.model.transformer import WanTransformer, randomize_weights
     from sf_core.toy import bundle
     from sf_core.toy.spec import toy_wan_config
 
@@ -369,8 +369,8 @@ def test_toy_model_runs_through_the_same_nodes(host, toy_file):
     from nodes.decode import StreamingDecode
     from nodes.sampler import CausalSampler
     from nodes.toy import EmptyToyLatent, LoadToyModel, ToyTextEncode
-    from sf_core.pipeline import generate
-    from sf_core.session import SamplingSettings, new_session
+    from sf_core.sampling.pipeline import generate
+    from sf_core.sampling.session import SamplingSettings, new_session
     from sf_core.toy import load_toy_bundle
     from sf_core.toy.spec import toy_causal
 

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 from safetensors import safe_open
 
-from sf_core.fixture import Fixture
-from sf_core.parity import failures, main, run_all
+from sf_core.parity.fixture import Fixture
+from sf_core.parity.official import failures, main, run_all
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
@@ -64,7 +64,7 @@ def test_rolling_parity_detects_a_wrong_model_or_attention(monkeypatch):
     key = "weights/blocks.1.cross_attn.k.weight"
     fx.tensors[key] = fx.tensors[key] * 1.001
     assert failures(run_all(fx))
-    import sf_core.rolling as rolling
+    import sf_core.sampling.rolling as rolling
 
     monkeypatch.setattr(rolling, "span_frames", lambda cache, chunk: cache.window_frames)  # attend to 24, not 21
     assert failures(run_all(Fixture.load(path)))
@@ -73,7 +73,7 @@ def test_rolling_parity_detects_a_wrong_model_or_attention(monkeypatch):
 def test_causal_forcing_parity_needs_first_steps_after_an_image(monkeypatch):
     """The image-to-video run fails if the first sampled frame after the image took the 2-step schedule (the rule
     'first_steps only on an empty cache'), and every run fails with a perturbed weight."""
-    import sf_core.family_replay as fr
+    import sf_core.parity.replay as fr
 
     path = _fixture("causal_forcing")
     real = fr.commit_frames
@@ -95,10 +95,10 @@ def test_causal_forcing_parity_needs_first_steps_after_an_image(monkeypatch):
 def test_longlive_parity_detects_recache_lora_and_window(monkeypatch):
     import dataclasses
 
-    import sf_core.families as families
-    import sf_core.family_replay as fr
-    import sf_core.recache as recache
-    from sf_core.session import recommit
+    import sf_core.checkpoints.families as families
+    import sf_core.parity.replay as fr
+    import sf_core.sampling.recache as recache
+    from sf_core.sampling.session import recommit
 
     path = _fixture("longlive")
     # Self Forcing's re-cache (each cached chunk causally, sink rewritten) instead of LongLive's window pass

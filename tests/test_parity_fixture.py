@@ -2,8 +2,8 @@
 import pytest
 
 from conftest import reference_fixtures
-from sf_core.fixture import Fixture
-from sf_core.parity import failures, main, run_all
+from sf_core.parity.fixture import Fixture
+from sf_core.parity.official import failures, main, run_all
 
 FIXTURE_FILES = reference_fixtures()
 

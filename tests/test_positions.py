@@ -9,12 +9,12 @@ import torch
 
 from sessions_kit import HW, conditioning, tiny_model
 from sf_core.config import CausalConfig, ConfigError
-from sf_core.denoiser import Denoiser
-from sf_core.kv_cache import KVCache
-from sf_core.pipeline import generate
-from sf_core.rope import apply_rope, rope_cos_sin, shift_time
-from sf_core.session import SamplingSettings, new_session
-from sf_core.session_io import load_session, save_session
+from sf_core.sampling.denoiser import Denoiser
+from sf_core.cache.kv_cache import KVCache
+from sf_core.sampling.pipeline import generate
+from sf_core.model.rope import apply_rope, rope_cos_sin, shift_time
+from sf_core.sampling.session import SamplingSettings, new_session
+from sf_core.sampling.session_io import load_session, save_session
 
 ROLL = CausalConfig(chunk_frames=3, window_frames=9, sink_frames=3)
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from sf_core.config import ConfigError, WanConfig
-from sf_core.model import WanTransformer, expected_shapes
+from sf_core.model.transformer import WanTransformer, expected_shapes
 
 
 def wan21_table(dim, ffn, layers, text_dim=4096, freq=256, cin=16, cout=16):

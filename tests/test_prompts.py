@@ -4,14 +4,14 @@ import torch
 
 from sessions_kit import HW, conditioning, tiny_model
 from sf_core.config import CausalConfig
-from sf_core.denoiser import Denoiser
-from sf_core.forward import wan_forward
-from sf_core.kv_cache import KVCache
-from sf_core.pipeline import generate, set_prompt
-from sf_core.prompts import (PromptEntry, PromptError, PromptSchedule, parse_prompt, resolve_starts,
+from sf_core.sampling.denoiser import Denoiser
+from sf_core.model.forward import wan_forward
+from sf_core.cache.kv_cache import KVCache
+from sf_core.sampling.pipeline import generate, set_prompt
+from sf_core.sampling.prompts import (PromptEntry, PromptError, PromptSchedule, parse_prompt, resolve_starts,
                              seconds_to_chunk)
-from sf_core.sampler import generator_noise, rollout
-from sf_core.session import SamplingSettings, commit_groups, new_session
+from sf_core.sampling.sampler import generator_noise, rollout
+from sf_core.sampling.session import SamplingSettings, commit_groups, new_session
 
 
 def _settings(window=None, sink=0):
@@ -72,22 +72,22 @@ def test_a_mistyped_start_is_refused_not_taken_as_the_opening_prompt(typo):
 
 
 def test_a_word_before_a_colon_is_text_with_a_warning(caplog):
-    with caplog.at_level("WARNING", logger="sf_core.prompts"):
+    with caplog.at_level("WARNING", logger="sf_core.sampling.prompts"):
         p = parse_prompt("xs:a blue circle")
     assert (p.start, p.unit, p.text) == (0.0, "chunk", "xs:a blue circle")
     assert "'xs:', which is not a start" in caplog.text and "Write '0:xs:a blue circle'" in caplog.text
     caplog.clear()
-    with caplog.at_level("WARNING", logger="sf_core.prompts"):
+    with caplog.at_level("WARNING", logger="sf_core.sampling.prompts"):
         assert parse_prompt("0:Style: film noir").text == "Style: film noir"  # explicit start: no warning
         assert parse_prompt("a cat at 10:30").text == "a cat at 10:30"  # not one word before the colon
     assert caplog.text == ""
 
 
 def test_prompts_landing_on_one_chunk_warn_and_long_texts_are_cut(caplog):
-    with caplog.at_level("WARNING", logger="sf_core.prompts"):
+    with caplog.at_level("WARNING", logger="sf_core.sampling.prompts"):
         got = resolve_starts([parse_prompt("a cat"), parse_prompt("0:a dog")], fps=16, chunk_frames=3)
     assert got == [(0, "a dog")] and "'a cat' and 'a dog' both start at chunk 0" in caplog.text
-    from sf_core.prompts import shorten
+    from sf_core.sampling.prompts import shorten
 
     long = "red " * 2500
     assert len(shorten(long)) < 120 and "(10000 characters)" in shorten(long)

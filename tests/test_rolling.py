@@ -10,15 +10,15 @@ import pytest
 import torch
 
 from sf_core.config import ConfigError
-from sf_core.denoiser import Denoiser
-from sf_core.families import settings_for
-from sf_core.kv_cache import KVCache
-from sf_core.pipeline import generate
-from sf_core.rope import shift_time
-from sf_core.rolling import rolling_rollout, run_window, window_call
-from sf_core.sampler import generator_noise
-from sf_core.session import SamplingSettings, new_session
-from sf_core.session_io import load_session, save_session
+from sf_core.sampling.denoiser import Denoiser
+from sf_core.checkpoints.families import settings_for
+from sf_core.cache.kv_cache import KVCache
+from sf_core.sampling.pipeline import generate
+from sf_core.model.rope import shift_time
+from sf_core.sampling.rolling import rolling_rollout, run_window, window_call
+from sf_core.sampling.sampler import generator_noise
+from sf_core.sampling.session import SamplingSettings, new_session
+from sf_core.sampling.session_io import load_session, save_session
 from sessions_kit import HW, conditioning, tiny_model
 
 ST = settings_for("rolling_forcing")

@@ -8,11 +8,11 @@ import torch
 
 from sessions_kit import HW, conditioning, tiny_model
 from sf_core.config import CausalConfig
-from sf_core.denoiser import Denoiser
-from sf_core.kv_cache import KVCache
-from sf_core.pipeline import generate
-from sf_core.sampler import replay_noise, rollout
-from sf_core.session import SamplingSettings, default_causal, new_session
+from sf_core.sampling.denoiser import Denoiser
+from sf_core.cache.kv_cache import KVCache
+from sf_core.sampling.pipeline import generate
+from sf_core.sampling.sampler import replay_noise, rollout
+from sf_core.sampling.session import SamplingSettings, default_causal, new_session
 
 CAUSALS = {
     "chunk3_global": (CausalConfig(chunk_frames=3), 9),

@@ -4,11 +4,11 @@ import torch
 
 from sessions_kit import HW, conditioning, tiny_model
 from sf_core.config import ROPE_MAX_POSITIONS, CausalConfig, ConfigError
-from sf_core.pipeline import generate, set_prompt
-from sf_core.prompts import PromptError
-from sf_core.rope import RopePositionError
-from sf_core.sampler import NonFiniteError
-from sf_core.session import SamplingSettings, new_session
+from sf_core.sampling.pipeline import generate, set_prompt
+from sf_core.sampling.prompts import PromptError
+from sf_core.model.rope import RopePositionError
+from sf_core.sampling.sampler import NonFiniteError
+from sf_core.sampling.session import SamplingSettings, new_session
 
 
 def test_a_video_up_to_the_rope_limit_with_memory_fixed_by_the_window():

@@ -35,8 +35,8 @@ def _assert_modes(want: int, *paths: Path) -> None:
 
 
 def test_converter_output(tmp_path, umask):
-    from sf_core.checkpoints import save_model
-    from sf_core.convert import convert
+    from sf_core.checkpoints.weights import save_model
+    from sf_core.checkpoints.convert import convert
 
     model = tiny_model()
     src = save_model(tmp_path / "src.safetensors", model, model.config)
@@ -47,9 +47,9 @@ def test_converter_output(tmp_path, umask):
 
 
 def test_session_file(tmp_path, umask):
-    from sf_core.pipeline import generate
-    from sf_core.session import new_session
-    from sf_core.session_io import save_session
+    from sf_core.sampling.pipeline import generate
+    from sf_core.sampling.session import new_session
+    from sf_core.sampling.session_io import save_session
 
     model = tiny_model()
     s = new_session(model, conditioning(0), latent_hw=HW, seed=1)

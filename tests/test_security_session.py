@@ -14,9 +14,9 @@ from sessions_kit import HW, conditioning, tiny_model
 @pytest.fixture()
 def comfy(tmp_path):
     install_stubs(str(tmp_path / "comfy"))
-    from sf_core.pipeline import generate
-    from sf_core.session import new_session
-    from sf_core.session_io import save_session
+    from sf_core.sampling.pipeline import generate
+    from sf_core.sampling.session import new_session
+    from sf_core.sampling.session_io import save_session
 
     model = tiny_model()
     s = new_session(model, conditioning(0), latent_hw=HW, seed=3)

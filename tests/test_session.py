@@ -4,9 +4,9 @@ import torch
 
 from sessions_kit import HW, StubDecoder, conditioning, tiny_model
 from sf_core.config import CausalConfig
-from sf_core.pipeline import generate, set_prompt
-from sf_core.session import SamplingSettings, SessionError, new_session
-from sf_core.session_io import load_session, save_session
+from sf_core.sampling.pipeline import generate, set_prompt
+from sf_core.sampling.session import SamplingSettings, SessionError, new_session
+from sf_core.sampling.session_io import load_session, save_session
 
 ROLL = SamplingSettings(causal=CausalConfig(chunk_frames=3, window_frames=9, sink_frames=3))
 GLOBAL = SamplingSettings(causal=CausalConfig(chunk_frames=3))

@@ -27,8 +27,8 @@ def test_shipped_model_is_small_and_loads_as_a_bundle():
 
 
 def test_bundle_generates_a_video_through_the_pipeline():
-    from sf_core.pipeline import generate
-    from sf_core.session import new_session
+    from sf_core.sampling.pipeline import generate
+    from sf_core.sampling.session import new_session
 
     b = load_toy_bundle(upscale=1)
     ctx = b.text_encoder.encode(["a green circle moving up slow"])

@@ -7,9 +7,9 @@ import dataclasses
 import pytest
 import torch
 
-from sf_core.attention import BlockCausalMask
-from sf_core.forward import wan_forward
-from sf_core.schedule import FlowSchedule
+from sf_core.model.attention import BlockCausalMask
+from sf_core.model.forward import wan_forward
+from sf_core.sampling.schedule import FlowSchedule
 from sf_core.train.config import DistConfig, TrainConfig
 from sf_core.train.ema import EMA
 from sf_core.train.methods.base import Batch, StepEnv

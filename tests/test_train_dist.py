@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sf_core.checkpoints import load_checkpoint
+from sf_core.checkpoints.weights import load_checkpoint
 from train_kit import (ROOT, cli, env, load_export, metrics,
                        tiny_config, write_config, write_embeddings)
 

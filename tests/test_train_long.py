@@ -100,7 +100,7 @@ def test_gradient_flows_only_through_the_window_exit_steps(tmp_path):
 def test_window_equals_the_frames_of_one_long_rollout(tmp_path):
     """The grad-carrying window (functional cache rows, re-roped on eviction) == the same frames of one no-grad
     rollout (in-place rows); relative and absolute positions agree up to rounding."""
-    from sf_core.sampler import rollout
+    from sf_core.sampling.sampler import rollout
     from sf_core.train.rollout import long_cache, sampling_timesteps
 
     cfg = _cfg(tmp_path, factor=4)

@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from sf_core.attention import BlockCausalMask
+from sf_core.model.attention import BlockCausalMask
 from sf_core.config import WanConfig
-from sf_core.denoiser import Denoiser
-from sf_core.forward import wan_forward
-from sf_core.model import WanTransformer, randomize_weights
-from sf_core.schedule import FlowSchedule
+from sf_core.sampling.denoiser import Denoiser
+from sf_core.model.forward import wan_forward
+from sf_core.model.transformer import WanTransformer, randomize_weights
+from sf_core.sampling.schedule import FlowSchedule
 from sf_core.train.config import DistConfig, TrainConfig
 from sf_core.train.data import ShardDataset
 from sf_core.train.methods.distribution import DistributionMatching
@@ -134,8 +134,8 @@ def test_method_trains(method, tmp_path, info):
 
 
 def test_lora_only_training_exports_merged_weights(tmp_path, info):
-    from sf_core.checkpoints import load_checkpoint
-    from sf_core.model import WanTransformer, randomize_weights
+    from sf_core.checkpoints.weights import load_checkpoint
+    from sf_core.model.transformer import WanTransformer, randomize_weights
 
     write_embeddings(tmp_path / "emb")
     cfg = _tiny(tmp_path, "dmd", lora={"rank": 4, "alpha": 8.0, "targets": ["blocks.*.self_attn.*"]},

@@ -47,7 +47,7 @@ def test_encode_train_stop_resume(tmp_path, monkeypatch):
     from server import PromptServer
 
     from nodes.training import EncodeTrainingPrompts, TrainSelfForcing
-    from sf_core.checkpoints import load_checkpoint
+    from sf_core.checkpoints.weights import load_checkpoint
     from sf_core.train.data import ShardDataset
 
     # 1. encode: CLIPTextEncode semantics into the embedding cache

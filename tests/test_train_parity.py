@@ -4,8 +4,8 @@ import dataclasses
 import pytest
 
 from conftest import reference_fixtures
-from sf_core.fixture import Fixture
-from sf_core.parity import failures
+from sf_core.parity.fixture import Fixture
+from sf_core.parity.official import failures
 from sf_core.train import parity as tp
 
 FIXTURE_FILES = [p for p in reference_fixtures()

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from sf_core.config import ConfigError, WanConfig
-from sf_core.model import WanTransformer, randomize_weights
+from sf_core.model.transformer import WanTransformer, randomize_weights
 from sf_core.train import data as D
 from sf_core.train.config import TrainConfig, apply_overrides, parse_set_args
 from sf_core.train.ema import EMA, maybe_start

@@ -2,7 +2,7 @@
 
 The frames are read with PyAV (images and videos alike; a video is streamed and only its last frames are kept),
 encoded by the bundle's decoder (the Wan VAE with its encoder, or the toy codec) and committed into a fresh
-session's KV cache with `sf_core.context_frames` (the first frame is a chunk of its own and the attention sink).
+session's KV cache with `sf_core.sampling.context_frames` (the first frame is a chunk of its own and the attention sink).
 With --image the video starts with the image; with --video the output holds the given video followed by the
 continuation (its frames copied over).
 """
@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 
 from ..config import ConfigError
-from ..context_frames import commit_frames, frames_settings, usable_frames
-from ..pipeline import Bundle
-from ..session import SamplingSettings, Session, new_session
+from ..sampling.context_frames import commit_frames, frames_settings, usable_frames
+from ..sampling.pipeline import Bundle
+from ..sampling.session import SamplingSettings, Session, new_session
 
 
 def add_arguments(parser) -> None:

@@ -25,12 +25,12 @@ import time
 import torch
 
 from ..config import ROPE_MAX_POSITIONS, ConfigError
-from ..families import NAMES
-from ..kv_quant import KV_DTYPES
-from ..pipeline import Bundle, ChunkResult, generate
-from ..prompts import SWITCH_POLICIES, PromptError, PromptSchedule
-from ..sampler import NonFiniteError
-from ..session import SessionError, new_session
+from ..checkpoints.families import NAMES
+from ..cache.kv_quant import KV_DTYPES
+from ..sampling.pipeline import Bundle, ChunkResult, generate
+from ..sampling.prompts import SWITCH_POLICIES, PromptError, PromptSchedule
+from ..sampling.sampler import NonFiniteError
+from ..sampling.session import SessionError, new_session
 from . import frames_in, inputs, outputs, plan
 
 log = logging.getLogger("sf_core.generate")
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None, bundle: Bundle | None = None) -> int:
 
 def run(args, bundle: Bundle | None = None) -> int:
     """Do the generation described by parsed `args`; `bundle` replaces loading one from the arguments."""
-    from ..session_io import load_session  # noqa: PLC0415
+    from ..sampling.session_io import load_session  # noqa: PLC0415
     from ..video import VideoWriter  # noqa: PLC0415
 
     inputs.check_ranges(args)

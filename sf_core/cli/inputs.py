@@ -11,11 +11,11 @@ from typing import Callable
 import torch
 
 from ..config import CausalConfig, ConfigError
-from ..pipeline import Bundle, as_bundle
-from ..prompts import (PromptEntry, PromptError, PromptSchedule, PromptSpec, parse_prompt, resolve_starts,
+from ..sampling.pipeline import Bundle, as_bundle
+from ..sampling.prompts import (PromptEntry, PromptError, PromptSchedule, PromptSpec, parse_prompt, resolve_starts,
                        shorten)
-from ..schedule import parse_steps
-from ..session import SamplingSettings, default_causal
+from ..sampling.schedule import parse_steps
+from ..sampling.session import SamplingSettings, default_causal
 
 log = logging.getLogger(__name__)
 
@@ -97,13 +97,13 @@ def load_bundle(args, device: torch.device, dtype: torch.dtype) -> Bundle:
         bundle = as_bundle(load_toy_bundle())
         bundle.transformer.to(device=device, dtype=dtype)
         if getattr(args, "family", "auto") not in (None, "auto"):  # a family's sampler on the toy model
-            from ..families import settings_for  # noqa: PLC0415
+            from ..checkpoints.families import settings_for  # noqa: PLC0415
 
             bundle.settings = settings_for(args.family)
         return bundle
-    from ..checkpoints import cast_for_storage  # noqa: PLC0415 - heavy, only when needed
-    from ..families import load_for_family, settings_for  # noqa: PLC0415
-    from ..model import WanTransformer  # noqa: PLC0415
+    from ..checkpoints.weights import cast_for_storage  # noqa: PLC0415 - heavy, only when needed
+    from ..checkpoints.families import load_for_family, settings_for  # noqa: PLC0415
+    from ..model.transformer import WanTransformer  # noqa: PLC0415
 
     ck, family = load_for_family(args.model, family=getattr(args, "family", "auto"), which=args.which,
                                  lora=getattr(args, "lora", None))

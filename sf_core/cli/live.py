@@ -24,15 +24,15 @@ from typing import TextIO
 
 from ..config import ConfigError
 from ..fileio import check_writable
-from ..live import LiveChunk, LiveControlError, LiveRun, parse_line
-from ..pipeline import Bundle
-from ..prompts import PromptError
-from ..sampler import NonFiniteError
-from ..session import SessionError, new_session
+from ..sampling.live import LiveChunk, LiveControlError, LiveRun, parse_line
+from ..sampling.pipeline import Bundle
+from ..sampling.prompts import PromptError
+from ..sampling.sampler import NonFiniteError
+from ..sampling.session import SessionError, new_session
 from . import frames_in, inputs
 from .generate import build_parser as generate_parser
 
-log = logging.getLogger("sf_core.live")
+log = logging.getLogger("sf_core.sampling.live")
 
 
 class Interrupted(Exception):
@@ -80,7 +80,7 @@ def _encoder(args, bundle: Bundle):
 
 
 def run(args, bundle: Bundle | None = None, stdin: TextIO | None = None) -> int:
-    from ..session_io import load_session, save_session  # noqa: PLC0415
+    from ..sampling.session_io import load_session, save_session  # noqa: PLC0415
     from ..video import VideoWriter  # noqa: PLC0415
 
     inputs.check_ranges(args)
@@ -112,7 +112,7 @@ def run(args, bundle: Bundle | None = None, stdin: TextIO | None = None) -> int:
     if args.resume:
         session = load_session(args.resume, model, device=device)
         if text is not None:
-            from ..pipeline import set_prompt  # noqa: PLC0415
+            from ..sampling.pipeline import set_prompt  # noqa: PLC0415
 
             set_prompt(session, encode(text), text)
     else:
@@ -120,7 +120,7 @@ def run(args, bundle: Bundle | None = None, stdin: TextIO | None = None) -> int:
             raise PromptError("give the opening prompt: --prompt 'a red square moving right'")
         st = inputs.settings_from_args(args, bundle.settings)
         if args.image or args.video:  # start from an image, or go on from the end of a video
-            from ..prompts import PromptSchedule  # noqa: PLC0415
+            from ..sampling.prompts import PromptSchedule  # noqa: PLC0415
 
             session, given = frames_in.start_session(args, bundle, model, PromptSchedule.single(encode(text), text),
                                                      st, dtype, device)

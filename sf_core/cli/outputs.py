@@ -16,7 +16,7 @@ import torch
 
 from ..config import ConfigError
 from ..fileio import atomic_path, check_writable
-from ..pipeline import Bundle
+from ..sampling.pipeline import Bundle
 
 _INPUTS = ("model", "lora", "vae", "text_encoder", "tokenizer", "embeddings", "prompts", "resume", "image",
            "video")  # files read
@@ -103,7 +103,7 @@ def write_outputs(args, session, writer, stats: dict) -> set[str]:
     exactly the frames that reached the video. Returns the outputs that failed (each reported)."""
     from safetensors.torch import save_file  # noqa: PLC0415
 
-    from ..session_io import save_session  # noqa: PLC0415
+    from ..sampling.session_io import save_session  # noqa: PLC0415
 
     failed: set[str] = set()
     if writer is not None:

@@ -1,4 +1,4 @@
-"""`generate --plan` and the memory check of every generate run (sf_core.memory_plan on the parsed arguments).
+"""`generate --plan` and the memory check of every generate run (sf_core.memory.plan on the parsed arguments).
 
 Called once the model bundle is loaded -- its weights are then known exactly, and they are the only thing
 allocated -- and before the session: the KV cache, the activations and the decoder's work come after. `--plan`
@@ -12,9 +12,9 @@ import logging
 
 import torch
 
-from ..memory_measure import tensor_bytes
-from ..memory_plan import RunShape, check_fits, plan_memory
-from ..session import SamplingSettings
+from ..memory.measure import tensor_bytes
+from ..memory.plan import RunShape, check_fits, plan_memory
+from ..sampling.session import SamplingSettings
 from . import inputs
 
 log = logging.getLogger("sf_core.generate")
@@ -25,7 +25,7 @@ def _resumed(path: str) -> tuple[SamplingSettings, tuple[int, int], int, int]:
     """(settings, latent size, batch, next frame) from a session file's metadata, without reading its tensors."""
     from safetensors import safe_open
 
-    from ..session_io import FORMAT
+    from ..sampling.session_io import FORMAT
 
     with safe_open(str(path), "pt") as f:
         meta = json.loads((f.metadata() or {}).get(FORMAT, "{}"))

@@ -43,7 +43,7 @@ def toy_model_path(path: str | Path | None = None) -> Path:
 def load_toy_transformer(path: str | Path | None = None, *, device: torch.device | str = "cpu",
                          dtype: torch.dtype = torch.float32):
     """The toy WanTransformer (eval mode, no grad) from `path` (default: the shipped model)."""
-    from ..checkpoints import load_model
+    from ..checkpoints.weights import load_model
 
     model = load_model(toy_model_path(path), dtype=dtype, device=device)
     return model.eval().requires_grad_(False)
@@ -51,12 +51,12 @@ def load_toy_transformer(path: str | Path | None = None, *, device: torch.device
 
 def load_toy_bundle(path: str | Path | None = None, *, device: torch.device | str = "cpu",
                     dtype: torch.dtype = torch.float32, upscale: int = UPSCALE):
-    """A `sf_core.pipeline.Bundle` for the toy model (default: the shipped Self Forcing student).
+    """A `sf_core.sampling.pipeline.Bundle` for the toy model (default: the shipped Self Forcing student).
 
     upscale: nearest-neighbour enlargement of the decoded 16x16 frames (viewing only; 1 = world size).
     """
-    from ..pipeline import Bundle
-    from ..session import SamplingSettings
+    from ..sampling.pipeline import Bundle
+    from ..sampling.session import SamplingSettings
 
     model = load_toy_transformer(path, device=device, dtype=dtype)
     cfg = model.config

@@ -98,7 +98,7 @@ def cmd_ship(args) -> int:
     if not src.is_file():
         raise FileNotFoundError(f"{src} does not exist; train it first: python -m sf_core.toy train sf --seed "
                                 f"{args.seed}")
-    from ..checkpoints import load_checkpoint, save_model
+    from ..checkpoints.weights import load_checkpoint, save_model
 
     ck = load_checkpoint(src)
     DEFAULT_MODEL.parent.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,7 @@
 
 Protocol (fixed, so every run is comparable):
 - prompts: all 144 prompts of the world, in `all_prompts()` order (or `videos` of them, evenly spread);
-- students: the same code path as `python -m sf_core generate` (`sf_core.pipeline`): 4 steps at shift 5,
+- students: the same code path as `python -m sf_core generate` (`sf_core.sampling.pipeline`): 4 steps at shift 5,
   chunks of 3, a rolling KV cache with a window of the training length (12 frames), 48 frames = 4x the
   training length (or 192 = 16x, `frames`); the first 12 frames are exactly a 1x (global cache) rollout, since
   nothing is evicted before frame 12, and the first 48 of a 192-frame rollout are the 4x one;
@@ -45,9 +45,9 @@ def eval_prompts(videos: int | None = None) -> list[str]:
 @torch.no_grad()
 def student_rollout(model, prompts: list[str], frames: int, seed: int = 0, *, causal=None, steps=STEPS,
                     shift: float = SHIFT, batch: int = 48) -> torch.Tensor:
-    """Latents [N, 12, frames, 8, 8] of a causal student through `sf_core.pipeline` (batches of `batch`)."""
-    from ..pipeline import generate
-    from ..session import SamplingSettings, new_session
+    """Latents [N, 12, frames, 8, 8] of a causal student through `sf_core.sampling.pipeline` (batches of `batch`)."""
+    from ..sampling.pipeline import generate
+    from ..sampling.session import SamplingSettings, new_session
 
     enc = ToyTextEncoder(text_dim=model.config.text_dim, text_len=model.config.text_len)
     settings = SamplingSettings(steps=tuple(steps), shift=shift, causal=causal or toy_causal())
@@ -65,8 +65,8 @@ def teacher_sample(model, prompts: list[str], frames: int = TRAIN_FRAMES, seed: 
                    steps: int = TEACHER_STEPS, guidance: float = TEACHER_CFG, shift: float = SHIFT,
                    batch: int = 48) -> torch.Tensor:
     """Latents [N, 12, frames, 8, 8] of the bidirectional teacher: Euler over `steps` points with CFG."""
-    from ..denoiser import Denoiser
-    from ..schedule import FlowSchedule
+    from ..sampling.denoiser import Denoiser
+    from ..sampling.schedule import FlowSchedule
     from ..train.methods.ode import ode_trajectory
 
     enc = ToyTextEncoder(text_dim=model.config.text_dim, text_len=model.config.text_len)

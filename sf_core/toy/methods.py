@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import torch
 
-from ..attention import BlockCausalMask
-from ..kv_cache import KVCache
+from ..model.attention import BlockCausalMask
+from ..cache.kv_cache import KVCache
 from ..train.methods.base import Batch, StepEnv
 from ..train.methods.distribution import DistributionMatching
 from ..train.models import Nets

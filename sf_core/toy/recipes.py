@@ -141,8 +141,8 @@ def base_config(stage: str, seed: int, root: str | Path, *, steps: int | None = 
 def write_init(seed: int, root: str | Path, config=None) -> Path:
     """Wan's own initialisation of the toy transformer for `seed` (xavier matrices, zero head), as a file the
     trainer loads: its random-model fallback is a test scheme, not a training initialisation."""
-    from ..checkpoints import save_model
-    from ..model import WanTransformer
+    from ..checkpoints.weights import save_model
+    from ..model.transformer import WanTransformer
 
     path = stage_weights(root, seed, "init")
     if not path.is_file():

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..prompts import shorten
+from ..sampling.prompts import shorten
 from .world import COLOURS, DIRECTIONS, SHAPES, SPEEDS
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint_files import CheckpointError
+from ..checkpoints.files import CheckpointError
 from ..config import ConfigError
 from .config import TrainConfig, parse_set_args
 

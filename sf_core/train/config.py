@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..config import CausalConfig, ConfigError, WanConfig
-from ..kv_cache import GRAD_MODES, ROPE_MODES
-from ..schedule import parse_steps
+from ..cache.kv_cache import GRAD_MODES, ROPE_MODES
+from ..sampling.schedule import parse_steps
 
 METHODS = ("dmd", "sid", "ode", "teacher_forcing", "diffusion_forcing", "flow_matching", "cd")
 # methods with a trainable critic (fake score) next to the generator

@@ -1,6 +1,6 @@
 """Export the trained generator (EMA weights when the EMA exists) as one safetensors file.
 
-The file is written by `sf_core.checkpoints.save_model`: Wan2.1 key names without prefix (ComfyUI's stock
+The file is written by `sf_core.checkpoints.weights.save_model`: Wan2.1 key names without prefix (ComfyUI's stock
 UNETLoader and the pack's loader read it), the WanConfig and CausalConfig as JSON metadata, LoRA adapters
 merged into the weights, plus `sf_train` metadata (method, step, which weights). Export works from the
 running trainer (a collective over sharded weights) or offline from a checkpoint directory
@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from ..checkpoints import save_model
+from ..checkpoints.weights import save_model
 from ..config import CausalConfig, WanConfig
 from .distributed import DistInfo, full_tensor
 from .ema import EMA
@@ -49,7 +49,7 @@ def export_generator(path: str | Path, state: dict[str, torch.Tensor], model: nn
 def export_checkpoint(checkpoint_dir: str | Path, out: str | Path | None = None, *, weights: str = "auto",
                       dtype: str | None = None) -> Path:
     """Offline export from a training checkpoint directory (single process, no GPU needed)."""
-    from ..model import WanTransformer
+    from ..model.transformer import WanTransformer
     from . import dcp_safe
     from .checkpoint import CheckpointCorrupt, CheckpointFileError, describe_error, read_train_state
     from .config import ConfigError, TrainConfig

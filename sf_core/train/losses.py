@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..denoiser import Denoiser
-from ..schedule import FlowSchedule
+from ..sampling.denoiser import Denoiser
+from ..sampling.schedule import FlowSchedule
 
 
 def dmd_timestep(raw: torch.Tensor, frames: int, shift: float, min_step: int, max_step: int) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """The networks of a run: generator (causal student), critic (fake score), teacher (frozen real score).
 
-Weights come from any format `sf_core.checkpoints` reads (Self Forcing .pt, Wan2.1 / ComfyUI files, our
+Weights come from any format `sf_core.checkpoints.weights` reads (Self Forcing .pt, Wan2.1 / ComfyUI files, our
 safetensors); a missing path builds a seeded random model of `models.wan` (tests and benchmarks). LoRA is
 applied here, before `parallelize()` shards the modules. Every rank builds identical initial weights.
 """
@@ -13,10 +13,10 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from ..checkpoint_files import CheckpointError
-from ..checkpoints import load_model
+from ..checkpoints.files import CheckpointError
+from ..checkpoints.weights import load_model
 from ..config import ConfigError, WanConfig
-from ..model import WanTransformer, randomize_weights
+from ..model.transformer import WanTransformer, randomize_weights
 from .config import TrainConfig
 from .lora import apply_lora
 

@@ -4,15 +4,15 @@
 flags and raw timesteps through the trainer's own code (`DistributionMatching.rollout`, `.timestep`,
 `.objective`, `.critic_objective`), backpropagates, and reports max abs differences (activations, the DMD
 gradient), relative loss differences and parameter-gradient differences (max abs and relative L2), under
-the keys `sf_core.parity.failures` knows. It is called by `python -m sf_core.parity FIXTURE`.
+the keys `sf_core.parity.official.failures` knows. It is called by `python -m sf_core.parity FIXTURE`.
 """
 from __future__ import annotations
 
 import torch
 
-from ..fixture import Fixture
-from ..sampler import replay_noise
-from ..schedule import FlowSchedule
+from ..parity.fixture import Fixture
+from ..sampling.sampler import replay_noise
+from ..sampling.schedule import FlowSchedule
 from .config import DataConfig, DMDConfig, RolloutConfig, TrainConfig
 from .methods.distribution import DistributionMatching
 from .models import Nets

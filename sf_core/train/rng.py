@@ -14,7 +14,7 @@ from typing import Sequence
 
 import torch
 
-from ..sampler import NoiseFn
+from ..sampling.sampler import NoiseFn
 
 
 def key_seed(*parts: object) -> int:

@@ -1,4 +1,4 @@
-"""The Self Forcing training rollout: the inference sampler (`sf_core.sampler.rollout`) with training arguments.
+"""The Self Forcing training rollout: the inference sampler (`sf_core.sampling.sampler.rollout`) with training arguments.
 
 Per chunk, the denoising steps before the chunk's exit step run without grad (x0, then re-noise with fresh
 noise), the exit step keeps grad and its x0 is the chunk's output; the chunk is then committed to the KV
@@ -19,10 +19,10 @@ from typing import Sequence
 import torch
 
 from ..config import CausalConfig
-from ..denoiser import Denoiser
-from ..kv_cache import KVCache
-from ..model import WanTransformer
-from ..sampler import NoiseFn, rollout
+from ..sampling.denoiser import Denoiser
+from ..cache.kv_cache import KVCache
+from ..model.transformer import WanTransformer
+from ..sampling.sampler import NoiseFn, rollout
 from .config import LongRolloutConfig, RolloutConfig
 from .distributed import DistInfo, broadcast_ints
 from .rng import keyed_generator
@@ -63,7 +63,7 @@ class ModuleDenoiser(Denoiser):
 
 def sampling_timesteps(rcfg: RolloutConfig) -> torch.Tensor:
     """The generator's few-step list: warped onto its grid (1000, 937.5, 833.33, 625 at shift 5) or raw."""
-    from ..schedule import FlowSchedule
+    from ..sampling.schedule import FlowSchedule
 
     if rcfg.warp:
         return FlowSchedule(rcfg.shift).warp(rcfg.denoising_steps)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 
 from ...config import CausalConfig
-from ...schedule import FlowSchedule
+from ...sampling.schedule import FlowSchedule
 from ..ema import ema_weights
 from ..models import Nets
 from ..rollout import ModuleDenoiser

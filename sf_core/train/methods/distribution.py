@@ -16,7 +16,7 @@ from typing import Sequence
 
 import torch
 
-from ...schedule import FlowSchedule
+from ...sampling.schedule import FlowSchedule
 from ..losses import ScoreNets, critic_flow_loss, dmd_generator_loss, dmd_timestep, sid_generator_loss
 from ..models import Nets
 from ..rollout import (ModuleDenoiser, draw_exit_steps, long_self_forcing_rollout, sampling_timesteps,

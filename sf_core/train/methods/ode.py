@@ -14,9 +14,9 @@ from typing import Callable
 
 import torch
 
-from ...attention import BlockCausalMask
-from ...denoiser import Denoiser
-from ...schedule import FlowSchedule
+from ...model.attention import BlockCausalMask
+from ...sampling.denoiser import Denoiser
+from ...sampling.schedule import FlowSchedule
 from ..config import ConfigError, TrainConfig
 from ..data import ShardDataset, write_shards
 from ..distributed import DistInfo, barrier

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import torch
 
-from ...attention import BlockCausalMask
+from ...model.attention import BlockCausalMask
 from ...config import CausalConfig
-from ...kv_cache import KVCache
-from ...schedule import FlowSchedule
+from ...cache.kv_cache import KVCache
+from ...sampling.schedule import FlowSchedule
 from ..losses import flow_matching_loss
 from ..models import Nets
 from ..rollout import ModuleDenoiser

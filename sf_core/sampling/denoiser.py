@@ -1,0 +1,79 @@
+"""The denoiser wrapper: owns the parameterisation (velocity -> x0, timestep -> sigma, CFG).
+
+The same object serves the causal sampler (with a KV cache) and the DMD / critic losses (bidirectional
+score networks, no cache). Latents are [B, C, F, H, W] in the normalised latent space; timesteps are per
+frame [B, F] (or a scalar / [B]) on the 0..1000 scale.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from ..model.attention import BlockCausalMask
+from ..model.forward import flow_to_x0, wan_forward
+from ..cache.kv_cache import KVCache
+from .schedule import FlowSchedule
+
+
+def frame_timesteps(t, batch: int, frames: int, device, dtype=torch.float32) -> torch.Tensor:
+    """Broadcast a scalar / [B] / [B, F] timestep to [B, F]."""
+    t = torch.as_tensor(t, dtype=dtype, device=device)
+    if t.ndim == 0:
+        return t.expand(batch, frames)
+    if t.ndim == 1:
+        return t[:, None].expand(batch, frames)
+    return t
+
+
+@dataclass
+class Denoiser:
+    """x0 prediction of a Wan transformer.
+
+    model: a Wan module tree (ours or ComfyUI's). schedule: the grid used to turn t into sigma (shift 5
+    for a Self Forcing generator; the official score wrappers use 8). context / negative: text embeddings
+    [B, L, text_dim]; guidance > 0 applies CFG in x0 space: x0_c + guidance * (x0_c - x0_u).
+    """
+
+    model: object
+    schedule: FlowSchedule
+    context: torch.Tensor
+    negative: torch.Tensor | None = None
+    guidance: float = 0.0
+    dtype: torch.dtype | None = None
+    backend: str = "sdpa"
+    checkpoint: bool = False
+    extra: dict = field(default_factory=dict)
+
+    def flow(self, x: torch.Tensor, t: torch.Tensor, *, context: torch.Tensor | None = None,
+             cache: KVCache | None = None, start_frame: int = 0, mask: BlockCausalMask | None = None,
+             need_output: bool = True) -> torch.Tensor | None:
+        ctx = self.context if context is None else context
+        return wan_forward(self.model, x, t, ctx, cache=cache, start_frame=start_frame, mask=mask,
+                           backend=self.backend, checkpoint=self.checkpoint, dtype=self.dtype,
+                           need_output=need_output)
+
+    def __call__(self, x: torch.Tensor, t, *, cache: KVCache | None = None, start_frame: int = 0,
+                 mask: BlockCausalMask | None = None) -> torch.Tensor:
+        """x0 of latents x [B, C, F, H, W] at timesteps t."""
+        b, _, f = x.shape[:3]
+        t = frame_timesteps(t, b, f, x.device)
+        sigma = self.schedule.sigma(t)
+        x0 = flow_to_x0(x, self.flow(x, t, cache=cache, start_frame=start_frame, mask=mask), sigma)
+        if self.guidance:
+            if self.negative is None:
+                raise ValueError("guidance > 0 needs negative (unconditional) text embeddings")
+            if cache is not None:
+                raise ValueError("CFG with a KV cache is not supported: the cache holds one condition")
+            xu = flow_to_x0(x, self.flow(x, t, context=self.negative, mask=mask), sigma)
+            x0 = x0 + self.guidance * (x0 - xu)
+        return x0
+
+    def commit(self, x0: torch.Tensor, cache: KVCache, start_frame: int, t=0.0) -> None:
+        """The context pass: run the finished chunk at timestep t (0 = clean) to write its K/V to the cache.
+
+        Its output is not needed, so the last block's FFN and the head are skipped.
+        """
+        b, _, f = x0.shape[:3]
+        self.flow(x0, frame_timesteps(t, b, f, x0.device), cache=cache, start_frame=start_frame,
+                  need_output=False)
