@@ -62,7 +62,7 @@ def _frames_window(mode: str, spec: dict) -> tuple[int, int | None, int]:
 
 
 # ---------------------------------------------------------------------------------------------- ours
-def run_ours(config: str, mode: str):
+def run_ours(config: str, mode: str, merge: bool = False):
     from sf_core.config import CausalConfig
     from sf_core.sampling.pipeline import generate
     from sf_core.sampling.session import SamplingSettings, new_session
@@ -70,7 +70,8 @@ def run_ours(config: str, mode: str):
     cfg, model, ctx, spec = _build(config)
     frames, window, sink = _frames_window(mode, spec)
     st = SamplingSettings(steps=tuple(STEPS), causal=CausalConfig(chunk_frames=3, window_frames=window,
-                                                                   sink_frames=sink), positions="absolute")
+                                                                   sink_frames=sink), positions="absolute",
+                          merge_commit=merge)
 
     def once():
         with torch.no_grad():
@@ -175,7 +176,7 @@ def run_ref(config: str, mode: str, ref_dir: str, deps_dir: str | None):
 # ---------------------------------------------------------------------------------------------- driver
 def child(args) -> int:
     torch.set_num_threads(args.threads)
-    once = run_ours(args.config, args.mode) if args.side == "ours" else \
+    once = run_ours(args.config, args.mode, args.merge) if args.side == "ours" else \
         run_ref(args.config, args.mode, args.ref_dir, args.deps_dir)
     once()  # warm-up (allocator, caches, lazy imports)
     wall, cpu = [], []
@@ -206,6 +207,8 @@ def drive(args) -> int:
                        "--threads", str(args.threads), "--repeat", str(args.repeat), "--ref-dir", args.ref_dir]
                 if args.deps_dir:
                     cmd += ["--deps-dir", args.deps_dir]
+                if args.merge:
+                    cmd += ["--merge"]
                 out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True).stdout
                 got[side] = json.loads(out.strip().splitlines()[-1])
                 rows[side]["wall"] += got[side]["wall_s"]
@@ -223,6 +226,7 @@ def drive(args) -> int:
               f"{statistics.median(rows['ours']['cpu']) / statistics.median(rows['ref']['cpu']):.3f}; per-round "
               f"wall {_spread(rows['ratio_wall'])}")
     print(json.dumps({"config": args.config, "threads": args.threads, "rounds": args.rounds, "repeat": args.repeat,
+                      "merge_commit": args.merge,
                       "load": os.getloadavg(), "results": results}))
     return 0
 
@@ -236,6 +240,9 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--repeat", type=int, default=2, help="timed runs per process (after one warm-up)")
+    ap.add_argument("--merge", action="store_true", help="ours with merged commits (SamplingSettings.merge_commit): "
+                    "each chunk's context pass inside the next chunk's first call; the last chunk's commit is not "
+                    "needed for the video and is left to a continuation")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--side", choices=("ours", "ref"), help=argparse.SUPPRESS)
     ap.add_argument("--mode", help=argparse.SUPPRESS)

@@ -26,7 +26,8 @@ from . import host, live_routes, types
 from .decoders import pick_decoder
 from .inputs import causal_config, latent_shape, parse_timesteps, resolve_shift
 from .runner import session_to
-from .sampler import sampling_inputs, family_input, family_settings, kv_dtype_input, text_dim_of
+from .sampler import (family_input, family_settings, kv_dtype_input, merge_commit_input, sampling_inputs,
+                      text_dim_of)
 from .streaming import LiveStream, frames_to_image
 
 log = logging.getLogger("selfforcing.nodes")
@@ -94,6 +95,7 @@ class LiveStreamNode(io.ComfyNode):
                                             "Session, or an earlier live run)."),
                 kv_dtype_input(),
                 family_input(),
+                merge_commit_input(),
             ],
             outputs=[
                 io.Video.Output(display_name="video", tooltip="The finished mp4 (also saved in the output folder)."),
@@ -113,7 +115,7 @@ class LiveStreamNode(io.ComfyNode):
     def execute(cls, model, clip, prompt, width, height, seed, timesteps, warp_timesteps, shift, chunk_frames,
                 window_frames, sink_frames, positions, fps, max_chunks, max_minutes, keep_last_frames,
                 filename_prefix, latent=None, vae=None, preview_decoder=None, session=None,
-                kv_cache_dtype="auto", family="auto", start_image=None) -> io.NodeOutput:
+                kv_cache_dtype="auto", family="auto", start_image=None, merge_commit=False) -> io.NodeOutput:
         node_id = cls.hidden.unique_id if cls.hidden is not None else None
         start_frames = None
         text = (prompt or "").strip()
@@ -146,7 +148,8 @@ class LiveStreamNode(io.ComfyNode):
             causal = causal_config(chunk_frames, window_frames, sink_frames)
             settings = SamplingSettings(steps=parse_timesteps(timesteps), warp=bool(warp_timesteps),
                                         shift=resolve_shift(shift, host.model_shift(model)), causal=causal,
-                                        positions=positions, kv_dtype=kv_cache_dtype or "auto")
+                                        positions=positions, kv_dtype=kv_cache_dtype or "auto",
+                                        merge_commit=bool(merge_commit))
             settings = dataclasses.replace(family_settings(family, model, settings, shift_widget=shift,
                                                            chunk_frames=chunk_frames, window_frames=window_frames,
                                                            sink_frames=sink_frames), positions=positions)

@@ -78,6 +78,15 @@ def kv_dtype_input():
                                   "that float type. A continued session keeps the storage it was made with.")
 
 
+def merge_commit_input():
+    """Merged commits (last in the node: workflows saved before it keep their widget values)."""
+    return io.Boolean.Input("merge_commit", default=False, optional=True,
+                            tooltip="Commit each chunk inside the next chunk's first denoising call (one forward over "
+                                    "both chunks): 4 forward calls per chunk instead of 5 at 4 steps, the same video "
+                                    "within float rounding. Off = exactly the official order. Ignored by samplers "
+                                    "that denoise a window jointly (Rolling Forcing).")
+
+
 def family_input():
     from .loaders import family_options
 
@@ -109,7 +118,8 @@ def family_settings(family, model, settings: SamplingSettings, *, shift_widget: 
         fam = from_widgets(name, values, defaults)
     except ConfigError as e:
         raise host.NodeInputError(f"family {name}: {e}") from None
-    return dataclasses.replace(fam, kv_dtype=settings.kv_dtype)
+    return dataclasses.replace(fam, kv_dtype=settings.kv_dtype, merge_commit=settings.merge_commit and
+                               fam.sampler == "chunk" and not fam.context_renoise)
 
 
 def sampling_inputs(*, window_default: int = 21, window_min: int = 0, sink: bool = True) -> list:
@@ -191,6 +201,7 @@ class CausalSampler(io.ComfyNode):
                 *common_inputs(),
                 kv_dtype_input(),
                 family_input(),
+                merge_commit_input(),
             ],
             outputs=[
                 io.Latent.Output(display_name="latent", tooltip="Raw video latent [B,16,T,H/8,W/8] for VAEDecode "
@@ -222,11 +233,13 @@ class CausalSampler(io.ComfyNode):
     @classmethod
     def execute(cls, model, positive, width, height, length, batch_size, seed, timesteps, warp_timesteps, shift,
                 chunk_frames, window_frames, sink_frames, fps, live_preview, latent=None, prompt_schedule=None,
-                vae=None, preview_decoder=None, kv_cache_dtype="auto", family="auto") -> io.NodeOutput:
+                vae=None, preview_decoder=None, kv_cache_dtype="auto", family="auto",
+                merge_commit=False) -> io.NodeOutput:
         node_id = cls.hidden.unique_id if cls.hidden is not None else None
         causal = causal_config(chunk_frames, window_frames, sink_frames)
         settings = SamplingSettings(steps=parse_timesteps(timesteps), shift=resolve_shift(shift, host.model_shift(model)),
-                                    warp=bool(warp_timesteps), causal=causal, kv_dtype=kv_cache_dtype or "auto")
+                                    warp=bool(warp_timesteps), causal=causal, kv_dtype=kv_cache_dtype or "auto",
+                                    merge_commit=bool(merge_commit))
         settings = family_settings(family, model, settings, shift_widget=shift, chunk_frames=chunk_frames,
                                    window_frames=window_frames, sink_frames=sink_frames)
         causal = settings.causal

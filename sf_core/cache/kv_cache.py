@@ -47,6 +47,7 @@ import torch
 
 from . import kv_quant
 from ..config import ROPE_MAX_POSITIONS, CausalConfig, ConfigError
+from .kv_merge import KVMerge
 from .kv_rows import KVRows
 
 GRAD_MODES = ("straight_through", "detach")
@@ -62,10 +63,11 @@ class _Plan:
     new_length: int  # valid frame slots after the call
     inplace: bool
     rope_start: int  # RoPE position of the call's first frame
+    merge: tuple[int, int] | None = None  # a merged call (sf_core.cache.kv_merge): (committed frames, n evicted)
 
 
 @dataclass
-class KVCache(KVRows):
+class KVCache(KVRows, KVMerge):
     k: list[torch.Tensor]
     v: list[torch.Tensor]
     tokens_per_frame: int

@@ -148,6 +148,8 @@ def settings_from_args(args, base: SamplingSettings) -> SamplingSettings:
     kw = {"causal": causal}
     if getattr(args, "kv_dtype", None):
         kw["kv_dtype"] = args.kv_dtype
+    if getattr(args, "merge_commit", False):
+        kw["merge_commit"] = True
     if args.steps:
         kw["steps"] = tuple(parse_steps(args.steps))
     if args.shift is not None:

@@ -59,6 +59,23 @@ class BlockCausalMask:
         return _dense_mask(self, str(device))
 
 
+class SplitKV(tuple):
+    """What a KV source returns when the call's queries attend over different keys by query range:
+    parts ((q_start, q_end, K, V), ...) in token rows, covering the queries in order (a merged call:
+    `sf_core.cache.kv_cache.KVCache.merged_source`)."""
+
+    @property
+    def parts(self) -> tuple:
+        return tuple(self)
+
+
+def split_attention(q: torch.Tensor, kv: SplitKV, backend: str = "sdpa", offset: int = 0) -> torch.Tensor:
+    """`attention` per query range of a SplitKV, concatenated in query order; q holds the query rows from
+    `offset` on (the ranges before it are skipped)."""
+    return torch.cat([attention(q[:, max(a - offset, 0):b - offset], k, v, None, backend)
+                      for a, b, k, v in kv.parts if b > offset], dim=1)
+
+
 @functools.lru_cache(maxsize=8)
 def _dense_mask(spec: BlockCausalMask, device: str) -> torch.Tensor:
     t = spec.tokens_per_frame

@@ -21,7 +21,7 @@ import functools
 import torch
 import torch.utils.checkpoint as ckpt
 
-from .attention import BlockCausalMask, attention
+from .attention import BlockCausalMask, SplitKV, attention, split_attention
 from ..cache.kv_cache import KVCache
 from .transformer import Block
 from .rope import apply_rope, rope_freqs
@@ -72,24 +72,27 @@ def _cross_kv(attn, ctx: torch.Tensor, heads: int) -> tuple[torch.Tensor, torch.
 
 
 def block_forward(block, x, e0, freqs, cross_k, cross_v, frames: int, heads: int, kv_source,
-                  mask: BlockCausalMask | None, backend: str, need_ffn: bool = True):
+                  mask: BlockCausalMask | None, backend: str, need_ffn: bool = True, out_from: int = 0):
     """One transformer block. Returns (x, k, v) with this call's roped keys and raw values.
 
     x: the residual stream [B, L, dim] (contiguous); freqs: RoPE rotations [L, 1, head_dim/2] (`rope.rope_freqs`).
 
     `kv_source(k, v) -> (K, V)` gives what self-attention attends over: the tokens themselves (no cache)
-    or all valid cache rows plus these (cache). It must be pure under activation checkpointing.
+    or all valid cache rows plus these (cache); or a SplitKV (a merged call: each query range its own keys).
+    It must be pure under activation checkpointing.
     need_ffn=False: only this call's K, V are computed and given to kv_source; x comes back unchanged.
+    out_from: only the rows from this token row on go on (a whole number of frames); the rows before it only
+    give their K, V, and x comes back as the rows from out_from on (a merged call's last block).
     """
     b, length, dim = x.shape
     tpf = length // frames
     mod = (_p(block.modulation, e0).unsqueeze(1) + e0).chunk(6, dim=2)  # 6 x [B, F, 1, dim]
 
     def modulate(h, shift, scale):
-        return (h.unflatten(1, (frames, tpf)) * (1 + scale) + shift).flatten(1, 2)
+        return (h.unflatten(1, (-1, tpf)) * (1 + scale) + shift).flatten(1, 2)
 
     def gate(y, g):
-        return (y.unflatten(1, (frames, tpf)) * g).flatten(1, 2)
+        return (y.unflatten(1, (-1, tpf)) * g).flatten(1, 2)
 
     sa = block.self_attn
     h = modulate(block.norm1(x), mod[0], mod[1])
@@ -99,13 +102,20 @@ def block_forward(block, x, e0, freqs, cross_k, cross_v, frames: int, heads: int
         k = apply_rope(k, freqs).type_as(v)
         kv_source(k, v)
         return x, k, v
-    q = sa.norm_q(sa.q(h)).view(b, length, heads, -1)
     k = sa.norm_k(sa.k(h)).view(b, length, heads, -1)
     v = sa.v(h).view(b, length, heads, -1)
-    q = apply_rope(q, freqs).type_as(v)
     k = apply_rope(k, freqs).type_as(v)
-    kk, vv = kv_source(k, v)
-    y = attention(q, kk, vv, mask, backend).flatten(2)
+    if out_from:
+        f0 = out_from // tpf
+        mod = tuple(m[:, f0:] for m in mod)
+        x, h, freqs, length = x[:, out_from:], h[:, out_from:], freqs[out_from:], length - out_from
+    q = sa.norm_q(sa.q(h)).view(b, length, heads, -1)
+    q = apply_rope(q, freqs).type_as(v)
+    kv = kv_source(k, v)
+    if isinstance(kv, SplitKV):  # a merged call: each query range attends over its own keys
+        y = split_attention(q, kv, backend, out_from).flatten(2)
+    else:
+        y = attention(q, kv[0], kv[1], mask, backend).flatten(2)
     x = x + gate(sa.o(y), mod[2])
 
     ca = block.cross_attn
@@ -179,7 +189,7 @@ def wan_forward(model, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, 
 
 def _body(model, x: torch.Tensor, t: torch.Tensor, freqs: torch.Tensor, *, context: torch.Tensor,
           cache: KVCache | None, mask: BlockCausalMask | None, backend: str, checkpoint: bool, dtype: torch.dtype,
-          need_output: bool) -> torch.Tensor | None:
+          need_output: bool, merged: bool = False) -> torch.Tensor | None:
     """Patch embedding, time embedding, the blocks and the head of one call (the cache call already planned).
 
     Only tensors in, tensors out and in-place cache writes: a CUDA graph can capture it (sf_core.model.accel)."""
@@ -194,7 +204,7 @@ def _body(model, x: torch.Tensor, t: torch.Tensor, freqs: torch.Tensor, *, conte
     ctx_key = context
     ctx = None  # embedded text, computed only if some layer misses the cross cache
     grad_ckpt = checkpoint and torch.is_grad_enabled()
-    compiled = getattr(model, "_sf_block_fn", None)  # sf_core.model.accel.compile_blocks (inference only)
+    compiled = None if merged else getattr(model, "_sf_block_fn", None)  # sf_core.model.accel (inference only)
     if compiled is not None and not torch.is_grad_enabled():
         freqs = torch.view_as_real(freqs)  # real (cos, sin) pairs: a view; the compiled graph takes no complex input
     for i, block in enumerate(model.blocks):
@@ -207,8 +217,10 @@ def _body(model, x: torch.Tensor, t: torch.Tensor, freqs: torch.Tensor, *, conte
                 cache.set_cross(i, ctx_key, *cached)
         ck, cv = cached
         need_ffn = need_output or i < len(model.blocks) - 1
-        kv_source = cache.source(i) if cache is not None else _identity_kv
+        kv_source = _identity_kv if cache is None else cache.merged_source(i) if merged else cache.source(i)
         args = (xs, e0, freqs, ck, cv, frames, heads, kv_source, mask, backend, need_ffn)
+        if merged and i == len(model.blocks) - 1:  # the committed chunk's rows end here, as in a context pass
+            args += (cache.merged_rows,)
         if compiled is not None and not torch.is_grad_enabled():
             run = functools.partial(compiled, block)
         else:  # our blocks are called as modules (hooks such as FSDP2's unshard fire); host blocks via the function
@@ -221,11 +233,52 @@ def _body(model, x: torch.Tensor, t: torch.Tensor, freqs: torch.Tensor, *, conte
             cache.store(i, k, v)
     if not need_output:
         return None
+    if merged:  # only the next chunk's frames are left in the stream
+        f0 = frames - xs.shape[1] // (gh * gw)
+        e, frames, grid = e[:, f0:], frames - f0, (frames - f0, gh, gw)
+        f_in = frames * patch[0]
     head = model.head
     hm = (_p(head.modulation, e).unsqueeze(1) + e.unsqueeze(2)).chunk(2, dim=2)  # 2 x [B, F, 1, dim]
     hx = (head.norm(xs).unflatten(1, (frames, gh * gw)) * (1 + hm[1]) + hm[0]).flatten(1, 2)
     out = unpatchify(head.head(hx), grid, patch, out_dim)
     return out[:, :, :f_in, :h_in, :w_in]
+
+
+@torch.no_grad()
+def wan_forward_merged(model, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, *, cache: KVCache,
+                       start_frame: int, commit_frames: int, backend: str = "sdpa", dtype: torch.dtype | None = None,
+                       rope_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """One forward over two chunks: the context pass of a finished chunk and the first denoising call of the next.
+
+    x: [B, C, n + m, H, W] = the finished chunk's n frames (committed to the cache at `start_frame`, at their
+    timesteps in t) followed by the next chunk's m frames (at start_frame + n). Every token-wise layer runs once
+    over both; self-attention runs per part: the first n frames attend exactly as their own context pass would,
+    the next m frames as their own first call would after the cache commits the first chunk and evicts for them
+    (`KVCache.merged_source`). Only the first chunk's rows are written. Returns the flow of the m frames.
+    Inference only (no grad); the caller checks `KVCache.mergeable` first.
+    """
+    dim, heads, _, patch, _ = model_dims(model)
+    dtype = dtype or x.dtype
+    if rope_dtype is None:
+        rope_dtype = torch.float64 if dtype in (torch.float32, torch.float64) else torch.float32
+    b, _, f_in, h_in, w_in = x.shape
+    n, m = commit_frames, f_in - commit_frames
+    if patch[0] != 1 or n < 1 or m < 1:
+        raise ValueError(f"a merged call needs a temporal patch of 1 and frames on both sides, got patch {patch}, "
+                         f"{n} + {m} frames")
+    if t.shape != (b, f_in):
+        raise ValueError(f"timestep shape {tuple(t.shape)} does not match [B={b}, frames={f_in}]")
+    cache.begin_merged(start_frame, n, m)
+    try:
+        freqs = rope_freqs(dim // heads, cache.rope_start, f_in, h_in // patch[1], w_in // patch[2], x.device,
+                           rope_dtype)
+        out = _body(model, x, t, freqs, context=context, cache=cache, mask=None, backend=backend, checkpoint=False,
+                    dtype=dtype, need_output=True, merged=True)
+    except BaseException:
+        cache.abort()
+        raise
+    cache.end()
+    return out
 
 
 def _identity_kv(k, v):
@@ -247,5 +300,5 @@ def flow_to_x0(x_t: torch.Tensor, flow: torch.Tensor, sigma: torch.Tensor) -> to
     return (x_t.double() - s * flow.double()).to(x_t.dtype)
 
 
-__all__ = ["wan_forward", "block_forward", "sinusoidal_embedding", "embed_text", "time_embed", "unpatchify",
+__all__ = ["wan_forward", "wan_forward_merged", "block_forward", "sinusoidal_embedding", "embed_text", "time_embed", "unpatchify",
            "flow_to_x0"]

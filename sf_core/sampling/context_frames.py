@@ -31,7 +31,7 @@ import torch
 
 from ..config import CausalConfig, ConfigError, plan_chunks
 from .denoiser import Denoiser
-from .session import SamplingSettings, Session
+from .session import SamplingSettings, Session, commit_deferred
 
 
 def frames_causal(causal: CausalConfig) -> CausalConfig:
@@ -83,6 +83,7 @@ def commit_frames(model, session: Session, latents: torch.Tensor, *, decoder: An
     st = session.settings
     bounds = plan_chunks(st.causal, session.next_frame, num_frames=k)
     den = Denoiser(model, st.schedule, context=None, dtype=session.dtype, backend=backend)
+    commit_deferred(den, session)  # a generated chunk waiting for its commit (merged commits) goes first
     lat = latents.to(device=session.device, dtype=session.dtype)
     if decoder is not None and session.decoded_frames != session.next_frame:
         session.decoder_state, session.decoded_frames = None, session.next_frame

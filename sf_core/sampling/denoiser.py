@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..model.attention import BlockCausalMask
-from ..model.forward import flow_to_x0, wan_forward
+from ..model.forward import flow_to_x0, model_dims, wan_forward, wan_forward_merged
 from ..cache.kv_cache import KVCache
 from .schedule import FlowSchedule
 
@@ -68,6 +68,27 @@ class Denoiser:
             xu = flow_to_x0(x, self.flow(x, t, context=self.negative, mask=mask), sigma)
             x0 = x0 + self.guidance * (x0 - xu)
         return x0
+
+    def can_merge(self, cache: KVCache, prev_start: int, prev_frames: int, start_frame: int, frames: int) -> bool:
+        """Whether `merged` can commit the finished chunk at `prev_start` inside the next chunk's first call."""
+        return (not self.guidance and model_dims(self.model)[3][0] == 1 and start_frame == prev_start + prev_frames
+                and cache.mergeable(prev_start, prev_frames, frames))
+
+    def merged(self, x_prev: torch.Tensor, prev_start: int, x: torch.Tensor, t, *, cache: KVCache, start_frame: int,
+               t_prev=0.0) -> torch.Tensor:
+        """Commit the finished chunk x_prev (at `prev_start`, timestep t_prev) and return x0 of the next chunk x at
+        t, in one forward (`sf_core.cache.kv_merge`; check `can_merge` first)."""
+        n, m = x_prev.shape[2], x.shape[2]
+        if not self.can_merge(cache, prev_start, n, start_frame, m):
+            raise ValueError(f"the chunk at frame {prev_start} cannot be committed by a merged call here "
+                             f"(check Denoiser.can_merge first)")
+        b = x.shape[0]
+        tn = frame_timesteps(t, b, m, x.device)
+        tt = torch.cat([frame_timesteps(t_prev, b, n, x.device), tn], dim=1)
+        flow = wan_forward_merged(self.model, torch.cat([x_prev.to(x.dtype), x], dim=2), tt, self.context,
+                                  cache=cache, start_frame=prev_start, commit_frames=n, backend=self.backend,
+                                  dtype=self.dtype)
+        return flow_to_x0(x, flow, self.schedule.sigma(tn))
 
     def commit(self, x0: torch.Tensor, cache: KVCache, start_frame: int, t=0.0) -> None:
         """The context pass: run the finished chunk at timestep t (0 = clean) to write its K/V to the cache.

@@ -32,7 +32,7 @@ from ..model.rope import RopePositionError
 from .recache import recache
 from .rolling import rolling_step
 from .sampler import NonFiniteError, StepInfo, generator_noise, step_chunk
-from .session import SamplingSettings, Session, SessionError
+from .session import SamplingSettings, Session, SessionError, commit_deferred
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +115,19 @@ class SessionStepper:
                 f"{session.frames_left} latent frames: ask for at most that, use positions 'auto' or 'relative' "
                 f"with a rolling window (no limit), or start a new session")
 
+    def _merge_or_flush(self, s: int, e: int, switched: bool) -> tuple[torch.Tensor, int] | None:
+        """Merged commits: (latents, start) of the previous chunk if this chunk's first call can commit it (same
+        conditioning, a cache that allows it); otherwise commit it now by itself (`commit_deferred`)."""
+        session, st = self.session, self.session.settings
+        if session.uncommitted is None:
+            return None
+        a, b = session.uncommitted
+        if st.merge_commit and st.sampler == "chunk" and not switched and \
+                self.den.can_merge(session.cache, a, b - a, s, e - s):
+            return torch.stack([session.held[f] for f in range(a, b)], dim=2), a
+        commit_deferred(self.den, session, same_context=not switched)
+        return None
+
     def step(self, *, noise: torch.Tensor | None = None,
              on_step: Callable[[StepInfo], None] | None = None) -> ChunkResult:
         """Generate, commit and record the next chunk. noise: its initial noise [B, C, n, h, w] (else drawn)."""
@@ -130,14 +143,21 @@ class SessionStepper:
         self.den.context = self._prepared[1]
         switched = session.context is not None and not _same(src, session.context)
         rng = session.generator.get_state()
+        merged = [False]  # this chunk's first call committed the previous chunk (merged commits)
+        merge = None
         try:
             with torch.no_grad():
-                if (switched and session.prompts.policy == "recache") or session.cache_stale:
+                recaching = (switched and session.prompts.policy == "recache") or session.cache_stale
+                if recaching:
                     session.cache_stale = True
                     recache(self.den, session)  # the family's way (sf_core.sampling.recache)
                     session.cache_stale = False
-                cb = None if on_step is None else (
-                    lambda i, t, x0_, _ci=ci, _s=s: on_step(StepInfo(_ci, i, _s, t, x0_)))
+                merge = self._merge_or_flush(s, e, switched)
+
+                def cb(i, t, x0_, _ci=ci, _s=s):
+                    merged[0] = True
+                    if on_step is not None:
+                        on_step(StepInfo(_ci, i, _s, t, x0_))
                 pending = session.pending
                 if st.sampler == "rolling":  # Rolling Forcing: windows until this chunk is finished
                     if noise is not None:
@@ -153,23 +173,28 @@ class SessionStepper:
                     first = st.first_steps is not None and (session.sampled_chunks == 0 or session.cache.length == 0)
                     x0 = step_chunk(self.den, session.cache, x, s, self.first_timesteps if first else self.timesteps,
                                     self.noise_fn, context_t=st.context_t, context_renoise=st.context_renoise,
-                                    callback=cb)
+                                    commit=not st.merge_commit, merge=merge, callback=cb)
                 frames, dstate = (None, None)
                 if self.decoder is not None:
                     frames, dstate = self.decoder.decode_chunk(x0, session.decoder_state)
         except NonFiniteError as exc:
+            if merge is not None and merged[0]:
+                session.uncommitted = None
             _rollback(session, s, rng)
             raise NonFiniteError(
                 f"chunk {ci} of the video (latent frames {s}..{e - 1}) produced NaN/inf values; stopped, the session "
                 f"keeps the {ci} chunks before it. Usual causes: fp16 overflow (use bf16 or fp32), corrupt weights, "
                 f"or NaN in the text embeddings") from exc
         except BaseException:
+            if merge is not None and merged[0]:
+                session.uncommitted = None  # the previous chunk was committed before the failure
             _rollback(session, s, rng)
             raise
         # the chunk is done: record it (from here on an exception leaves a consistent, advanced session)
         session.record_chunk(s, x0)
         session.next_frame, session.chunk_index, session.context, session.pending = e, ci + 1, src, pending
         session.sampled_chunks += 1
+        session.uncommitted = (s, e) if (st.merge_commit and st.sampler == "chunk") else None
         if self.decoder is not None:
             session.decoder_state, session.decoded_frames = dstate, e
         if session.device.type == "cuda":

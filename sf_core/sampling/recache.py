@@ -54,6 +54,7 @@ def recache(denoiser: Denoiser, session: Session) -> None:
         window_recache(denoiser, session.cache, frames, lat, st.context_t)
     else:
         recommit(denoiser, session.cache, frames, lat, st.causal, st.context_t)
+    session.uncommitted = None  # every held frame is committed clean now (merged commits)
 
 
 __all__ = ["recache", "window_recache"]

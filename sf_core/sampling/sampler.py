@@ -95,15 +95,27 @@ def sample_chunk(denoise: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], 
 def step_chunk(denoiser: Denoiser, cache: KVCache, x: torch.Tensor, start_frame: int, timesteps: torch.Tensor,
                noise_fn: NoiseFn, *, exit_step: int | None = None, grad: bool = False, commit: bool = True,
                context_t: float = 0.0, context_renoise: bool = False,
+               merge: tuple[torch.Tensor, int] | None = None,
                callback: Callable[[int, float, torch.Tensor], None] | None = None) -> torch.Tensor:
     """THE chunk step: denoise chunk x [B, C, n, H, W] (noise at timesteps[0]) against `cache`, check it is
     finite, and commit it (one context pass at `context_t`, re-noised first with `context_renoise`), which
     advances the cache past the chunk. Returns its x0. Every loop (batch inference, sessions, the live stream,
     the training rollout) is a loop over this call that differs only in arguments.
+
+    Merged commits (inference): `commit=False` leaves the chunk's commit to the next chunk, whose step gets
+    `merge=(x0, start_frame)` of it: its first denoising call then commits that chunk in the same forward
+    (`Denoiser.merged`), 4 forward calls per chunk instead of 5 with the default 4 steps.
     """
+    todo = [merge]
+
     def denoise(xx, tt):
+        if todo[0] is not None:
+            (prev, prev_start), todo[0] = todo[0], None
+            return denoiser.merged(prev, prev_start, xx, tt, cache=cache, start_frame=start_frame, t_prev=context_t)
         return denoiser(xx, tt, cache=cache, start_frame=start_frame)
 
+    if merge is not None and (grad or context_renoise):
+        raise ConfigError("merged commits are for inference: not with grad or a re-noised context pass")
     x0 = sample_chunk(denoise, x, timesteps, denoiser.schedule, noise_fn, exit_step=exit_step, grad=grad,
                       callback=callback)
     _check_finite(x0, start_frame)

@@ -78,6 +78,9 @@ class SamplingSettings:
     # (Causal Forcing++ 1/2-step models use 4 there); recache: how a prompt switch recomputes the cache,
     # "chunks" (each cached chunk, causally) or "window" (LongLive: the window in one pass, sink kept).
     sampler: str = "chunk"
+    # merged commits (`sf_core.cache.kv_merge`): a chunk's context pass runs inside the next chunk's first call
+    # (4 forward calls per chunk instead of 5 at 4 steps); same latents within float rounding; chunk sampler only
+    merge_commit: bool = False
     first_steps: tuple[int, ...] | None = None
     recache: str = "chunks"
     family: str = ""
@@ -95,6 +98,10 @@ class SamplingSettings:
                                               self.causal.window_frames > self.causal.chunk_frames):
             raise ConfigError("the rolling sampler (Rolling Forcing) needs a rolling KV cache larger than one chunk "
                               f"(its preset: window 24, sink 3 latent frames), got window {self.causal.window_frames}")
+        if self.merge_commit and (self.sampler != "chunk" or self.context_renoise):
+            raise ConfigError("merge_commit works with the chunk sampler and a clean context pass (context_renoise "
+                              f"off); got sampler {self.sampler!r}, context_renoise {self.context_renoise}: turn "
+                              "merge_commit off for this model")
         if self.positions not in ROPE_MODES:
             raise ConfigError(f"positions must be one of {ROPE_MODES}, got {self.positions!r}")
         if self.positions == "relative" and not self.causal.rolling:
@@ -186,6 +193,9 @@ class Session:
     # chunks sampled so far (not given by commit_frames): Causal Forcing++ gives the first one `first_steps`, also
     # after an image or a given video, as its official pipeline does (block 0 after the initial latents)
     sampled_chunks: int = 0
+    # merged commits: frames [a, b) of the last chunk, not yet committed (their rows in the cache are those of the
+    # chunk's last denoising call); the next chunk's first call commits them, or `commit_deferred` does
+    uncommitted: tuple[int, int] | None = None
 
     @property
     def device(self) -> torch.device:
@@ -219,6 +229,7 @@ class Session:
         self.context = None
         self.cache_stale = False
         self.pending = None
+        self.uncommitted = None
 
     def check_model(self, model) -> None:
         """SessionError if `model` is not the shape this session was made with (warning if weights differ)."""
@@ -318,6 +329,21 @@ def commit_groups(frames: list[int], causal: CausalConfig) -> list[tuple[int, in
     return groups
 
 
+def commit_deferred(denoiser: Denoiser, session: Session, *, same_context: bool = False) -> None:
+    """The context pass of the last chunk if its commit was deferred (merged commits), under the conditioning
+    that chunk was made with (same_context: `denoiser.context` is it already): the cache then holds every frame
+    clean, as after a sequential step."""
+    if session.uncommitted is None:
+        return
+    a, b = session.uncommitted
+    den = denoiser if same_context else dataclasses.replace(
+        denoiser, context=session.context.to(session.device).expand(session.batch, -1, -1))
+    with torch.no_grad():
+        den.commit(torch.stack([session.held[f] for f in range(a, b)], dim=2), session.cache, a,
+                   session.settings.context_t)
+    session.uncommitted = None
+
+
 def recommit(denoiser: Denoiser, cache: KVCache, frames: list[int], latents: torch.Tensor, causal: CausalConfig,
              context_t: float = 0.0) -> None:
     """Rebuild `cache` from clean latents [B, C, K, h, w] of `frames` under `denoiser.context` (re-cache).
@@ -335,4 +361,4 @@ def recommit(denoiser: Denoiser, cache: KVCache, frames: list[int], latents: tor
 
 
 __all__ = ["Session", "SessionError", "SamplingSettings", "SAMPLERS", "RECACHE_MODES", "default_causal", "new_session", "model_identity",
-           "commit_groups", "recommit", "chunk_of", "state_to", "TRAINING_FRAMES"]
+           "commit_groups", "commit_deferred", "recommit", "chunk_of", "state_to", "TRAINING_FRAMES"]

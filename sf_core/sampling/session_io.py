@@ -65,6 +65,7 @@ def save_session(session: Session, path: str | Path, *, include_cache: bool = Tr
                     "entries": [{"start_chunk": e.start_chunk, "text": e.text} for e in session.prompts.entries]},
         "decoder": decoder_spec, "decoded_frames": session.decoded_frames,
         "sampled_chunks": session.sampled_chunks,
+        "uncommitted": None if session.uncommitted is None else list(session.uncommitted),
     }
     # independent CPU copies: safetensors refuses tensors that share storage
     out = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
@@ -136,7 +137,8 @@ def _build(meta: dict, tensors: dict[str, torch.Tensor], model, device, backend:
                       context=context, decoder_state=_unpack(meta["decoder"], "decoder", tensors, device),
                       decoded_frames=int(meta["decoded_frames"]), cache_stale=bool(meta.get("cache_stale")),
                       pending=tensors["pending"].to(device=device, dtype=dtype) if "pending" in tensors else None,
-                      sampled_chunks=int(meta.get("sampled_chunks", meta["chunk_index"])))
+                      sampled_chunks=int(meta.get("sampled_chunks", meta["chunk_index"])),
+                      uncommitted=_frames_pair(meta.get("uncommitted"), held_frames))
     if model is not None:
         session.check_model(model)
     if not cm["included"] and held_frames:
@@ -150,7 +152,18 @@ def _build(meta: dict, tensors: dict[str, torch.Tensor], model, device, backend:
         st = session.settings
         recommit(den, cache, held_frames, torch.stack([held[f] for f in held_frames], 2), st.causal, st.context_t)
         session.cache_stale = False
+        session.uncommitted = None
     return session
+
+
+def _frames_pair(value, held_frames: list[int]) -> tuple[int, int] | None:
+    """The deferred chunk's frames [a, b) (merged commits); their clean latents must be in the file."""
+    if value is None:
+        return None
+    a, b = (int(x) for x in value)
+    if not a < b or any(f not in held_frames for f in range(a, b)):
+        raise SessionError(f"uncommitted frames {a}..{b - 1} have no saved latents: the file is damaged")
+    return a, b
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
