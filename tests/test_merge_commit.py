@@ -213,3 +213,16 @@ def test_sampler_node_widget(tmp_path):
     mer = CausalSampler.run(model=FakePatcher(dm), positive=cond, merge_commit=True, **kw)
     assert mer[1].settings.merge_commit and not seq[1].settings.merge_commit
     _close(mer[0]["samples"], seq[0]["samples"])
+
+
+def test_cli_flag_reaches_the_session(tmp_path):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "sf_core", "generate", "--model", "toy", "--prompt",
+                          "a red square moving right", "--latent-frames", "12", "--merge-commit", "-q",
+                          "-o", str(tmp_path / "v.mp4"), "--save-session", str(tmp_path / "s.safetensors")],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    s = load_session(tmp_path / "s.safetensors")
+    assert s.settings.merge_commit and s.uncommitted == (9, 12)
