@@ -53,7 +53,10 @@ def build_parser():
 
 
 def main(argv: list[str] | None = None, bundle: Bundle | None = None, stdin: TextIO | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.overlap_decode:
+        parser.error("--overlap-decode is for generate: the live stream shows each chunk as soon as it is made")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO if not args.quiet else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:

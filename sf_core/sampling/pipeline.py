@@ -18,6 +18,7 @@ stays consistent: continuing it later gives the same latents as an uninterrupted
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from ..config import ROPE_MAX_POSITIONS, ConfigError, plan_chunks
 from .denoiser import Denoiser
 from .prompts import PromptSchedule
 from ..model.rope import RopePositionError
+from .overlap import OverlappedDecoder
 from .recache import recache
 from .rolling import rolling_step
 from .sampler import NonFiniteError, StepInfo, generator_noise, step_chunk
@@ -128,9 +130,10 @@ class SessionStepper:
         commit_deferred(self.den, session, same_context=not switched)
         return None
 
-    def step(self, *, noise: torch.Tensor | None = None,
-             on_step: Callable[[StepInfo], None] | None = None) -> ChunkResult:
-        """Generate, commit and record the next chunk. noise: its initial noise [B, C, n, h, w] (else drawn)."""
+    def step(self, *, noise: torch.Tensor | None = None, on_step: Callable[[StepInfo], None] | None = None,
+             decode: bool = True) -> ChunkResult:
+        """Generate, commit and record the next chunk. noise: its initial noise [B, C, n, h, w] (else drawn).
+        decode=False: leave the decoder (frames None, its state untouched) to the caller (`overlap`)."""
         session, st = self.session, self.session.settings
         s, e = self.next_bounds()
         self.check_room(e)
@@ -175,7 +178,7 @@ class SessionStepper:
                                     self.noise_fn, context_t=st.context_t, context_renoise=st.context_renoise,
                                     commit=not st.merge_commit, merge=merge, callback=cb)
                 frames, dstate = (None, None)
-                if self.decoder is not None:
+                if self.decoder is not None and decode:
                     frames, dstate = self.decoder.decode_chunk(x0, session.decoder_state)
         except NonFiniteError as exc:
             if merge is not None and merged[0]:
@@ -195,7 +198,7 @@ class SessionStepper:
         session.next_frame, session.chunk_index, session.context, session.pending = e, ci + 1, src, pending
         session.sampled_chunks += 1
         session.uncommitted = (s, e) if (st.merge_commit and st.sampler == "chunk") else None
-        if self.decoder is not None:
+        if self.decoder is not None and decode:
             session.decoder_state, session.decoded_frames = dstate, e
         if session.device.type == "cuda":
             torch.cuda.synchronize(session.device)
@@ -206,12 +209,14 @@ def generate(model, session: Session, *, num_frames: int | None = None, num_chun
              noise: torch.Tensor | None = None, decoder: Any | None = None,
              on_step: Callable[[StepInfo], None] | None = None,
              on_chunk: Callable[[ChunkResult], None] | None = None, backend: str = "sdpa",
-             keep_latents: bool = True) -> torch.Tensor | None:
+             keep_latents: bool = True, overlap_decode: bool = False) -> torch.Tensor | None:
     """Generate the next `num_frames` latent frames (or `num_chunks` chunks) of the session's video.
 
     model: the Wan module tree the session was made with. noise: optional initial noise of these frames
     [B, C, F, h, w] (else drawn from the session's generator). Returns the clean latents [B, C, F, h, w]
     (model space) of the new frames, or None with keep_latents=False (long videos: take chunks in on_chunk).
+    overlap_decode: decode chunk k while chunk k+1 is sampled (`sf_core.sampling.overlap`); each chunk reaches
+    on_chunk one chunk later, with the same frames.
     """
     st = session.settings
     bounds = plan_chunks(st.causal, session.next_frame, num_frames, num_chunks)
@@ -226,12 +231,39 @@ def generate(model, session: Session, *, num_frames: int | None = None, num_chun
     stepper = SessionStepper(model, session, decoder=decoder, backend=backend)
     stepper.check_room(end)
     outs = []
-    for s, e in bounds:
-        res = stepper.step(noise=None if noise is None else noise[:, :, s - first:e - first], on_step=on_step)
-        if keep_latents:
-            outs.append(res.latents)
+    overlap = OverlappedDecoder(decoder, session) if (overlap_decode and decoder is not None) else None
+    pending: list[ChunkResult] = []  # the chunk being decoded (overlap)
+
+    def deliver() -> None:
+        res = pending.pop()
+        frames, session.decoder_state = overlap.result()
+        session.decoded_frames = res.start_frame + res.latents.shape[2]
         if on_chunk is not None:
-            on_chunk(res)
+            on_chunk(dataclasses.replace(res, frames=frames))
+
+    try:
+        for s, e in bounds:
+            res = stepper.step(noise=None if noise is None else noise[:, :, s - first:e - first], on_step=on_step,
+                               decode=overlap is None)
+            if keep_latents:
+                outs.append(res.latents)
+            if overlap is None:
+                if on_chunk is not None:
+                    on_chunk(res)
+                continue
+            if pending:
+                deliver()
+            overlap.submit(res.latents)
+            pending.append(res)
+        if pending:
+            deliver()
+    finally:
+        if overlap is not None:
+            try:
+                if pending:  # stopped by an error: the chunk in flight is finished and delivered, as sequentially
+                    deliver()
+            finally:
+                overlap.close()
     return torch.cat(outs, dim=2) if keep_latents else None
 
 
