@@ -69,3 +69,15 @@ def test_short_teacher_run_lowers_the_loss(tmp_path):
 def test_student_stage_needs_the_teacher(tmp_path):
     with pytest.raises(FileNotFoundError, match="train it first: python -m sf_core.toy train teacher"):
         recipes.train_stage("tf", 0, tmp_path, steps=1)
+
+
+def test_train_command_takes_config_overrides(tmp_path):
+    """`python -m sf_core.toy train STAGE --set KEY=VALUE` reaches the stage's TrainConfig (recipe probes)."""
+    import json
+
+    from sf_core.toy.cli import main
+
+    assert main(["train", "teacher", "--seed", "0", "--root", str(tmp_path), "--steps", "2",
+                 "--set", "supervised.shift=2.0", "--set", "ema.decay=0.999"]) == 0
+    cfg = json.loads((tmp_path / "seed0" / "teacher" / "config.json").read_text())
+    assert cfg["supervised"]["shift"] == 2.0 and cfg["ema"]["decay"] == 0.999

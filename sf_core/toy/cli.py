@@ -30,10 +30,13 @@ log = logging.getLogger("sf_core.toy")
 
 
 def cmd_train(args) -> int:
+    from ..train.config_io import parse_set_args
+
     stages = [s for s in recipes.STAGES] if args.stage == "all" else [args.stage]
     for stage in stages:
         t0 = time.perf_counter()
-        path = recipes.train_stage(stage, args.seed, args.root, steps=args.steps)
+        path = recipes.train_stage(stage, args.seed, args.root, steps=args.steps,
+                                   overrides=parse_set_args(args.set) if args.set else None)
         print(json.dumps({"stage": stage, "seed": args.seed, "weights": str(path),
                           "minutes": round((time.perf_counter() - t0) / 60, 1)}))
     return 0
@@ -123,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("stage", choices=(*recipes.STAGES, "all"))
     common(p)
     p.add_argument("--steps", type=int, help="override the stage's number of steps (quick tries)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a TrainConfig value of the stage (dotted key, JSON value), e.g. --set "
+                        "supervised.shift=2.0; repeatable. Use a separate --root: later stages read this one's weights")
     p.set_defaults(fn=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate every trained stage of a seed: 1x and 4x rollouts")
