@@ -28,8 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_sampler_gpu import make_decoder, random_transformer  # noqa: E402
-from sf_core.config import WanConfig  # noqa: E402
+from bench_sampler_gpu import make_decoder, pick_device, random_transformer  # noqa: E402
 from sf_core.sampling.live import LiveRun, make_control  # noqa: E402
 from sf_core.sampling.session import SamplingSettings, default_causal, new_session  # noqa: E402
 
@@ -42,19 +41,13 @@ def main(argv=None) -> int:
     ap.add_argument("--decoder", default="taehv", choices=("taehv", "wan", "none"))
     ap.add_argument("--dtype", default="bf16", choices=("bf16", "fp16", "fp32"))
     a = ap.parse_args(argv)
+    picked = pick_device(a.smoke, a.dtype)
+    if picked is None:
+        return 2
+    device, dtype, cfg, hw = picked
+    text_len = cfg.text_len
     if a.smoke:
-        device, dtype = torch.device("cpu"), torch.float32
-        cfg, hw, text_len = WanConfig(dim=64, ffn_dim=128, num_heads=2, num_layers=2, text_dim=64, text_len=16), \
-            (4, 6), 16
         a.chunks, a.switches = min(a.chunks, 30), min(a.switches, 3)
-    else:
-        if not torch.cuda.is_available():
-            print("no CUDA device: this benchmark needs a GPU (use --smoke to check the script on CPU)",
-                  file=sys.stderr)
-            return 2
-        device = torch.device("cuda")
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[a.dtype]
-        cfg, hw, text_len = WanConfig.wan_1_3b(), (60, 104), 512
     model = random_transformer(cfg, device, dtype)
     decoder = make_decoder(a.decoder, device, dtype, a.smoke)
 

@@ -58,6 +58,19 @@ def random_transformer(cfg: WanConfig, device, dtype, seed: int = 0) -> WanTrans
     return model.to(dtype).eval().requires_grad_(False)
 
 
+def pick_device(smoke: bool, dtype: str):
+    """(device, dtype, WanConfig, latent size): the 1.3B model at 832x480 on CUDA, or tiny sizes on CPU with
+    --smoke; None (after saying why) when there is no GPU."""
+    if smoke:
+        return (torch.device("cpu"), torch.float32,
+                WanConfig(dim=64, ffn_dim=128, num_heads=2, num_layers=2, text_dim=64, text_len=16), (4, 6))
+    if not torch.cuda.is_available():
+        print("no CUDA device: this benchmark needs a GPU (use --smoke to check the script on CPU)", file=sys.stderr)
+        return None
+    return (torch.device("cuda"), {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype],
+            WanConfig.wan_1_3b(), (60, 104))
+
+
 def make_decoder(kind: str, device, dtype, smoke: bool):
     if kind == "none":
         return None
@@ -76,8 +89,11 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def measure(model, decoder, ctx, *, latent_hw, chunks: int, backend: str, device, dtype) -> dict:
-    sess = new_session(model, ctx, latent_hw=latent_hw, seed=0, dtype=dtype, device=device)
+def measure(model, decoder, ctx, *, latent_hw, chunks: int, backend: str = "sdpa", device, dtype,
+            settings=None) -> dict:
+    """One video of `chunks` chunks through `generate` (default or given SamplingSettings): FPS, time to the
+    first frame, chunk-time percentiles and, on CUDA, the peak allocated memory (shared by gpu_check.py)."""
+    sess = new_session(model, ctx, latent_hw=latent_hw, seed=0, dtype=dtype, device=device, settings=settings)
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
@@ -91,7 +107,9 @@ def measure(model, decoder, ctx, *, latent_hw, chunks: int, backend: str, device
         if rec["first"] is None:
             rec["first"] = time.perf_counter() - t0
 
-    generate(model, sess, num_chunks=chunks, decoder=decoder, on_chunk=on_chunk, backend=backend, keep_latents=False)
+    with torch.no_grad():
+        generate(model, sess, num_chunks=chunks, decoder=decoder, on_chunk=on_chunk, backend=backend,
+                 keep_latents=False)
     _sync(device)
     total = time.perf_counter() - t0
     cs = sorted(rec["chunk_s"])
@@ -113,17 +131,10 @@ def main(argv=None) -> int:
     ap.add_argument("--backends", default="sdpa,sage", help="attention backends to try (sage only if importable)")
     ap.add_argument("--dtype", default="bf16", choices=("bf16", "fp16", "fp32"))
     a = ap.parse_args(argv)
-    if a.smoke:
-        device, dtype = torch.device("cpu"), torch.float32
-        cfg, latent_hw = WanConfig(dim=64, ffn_dim=128, num_heads=2, num_layers=2, text_dim=64, text_len=16), (4, 6)
-    else:
-        if not torch.cuda.is_available():
-            print("no CUDA device: this benchmark needs a GPU (use --smoke to check the script on CPU)",
-                  file=sys.stderr)
-            return 2
-        device = torch.device("cuda")
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[a.dtype]
-        cfg, latent_hw = WanConfig.wan_1_3b(), (60, 104)
+    picked = pick_device(a.smoke, a.dtype)
+    if picked is None:
+        return 2
+    device, dtype, cfg, latent_hw = picked
     model = random_transformer(cfg, device, dtype)
     decoder = make_decoder(a.decoder, device, dtype, a.smoke)
     ctx = 0.5 * torch.randn(1, 512 if not a.smoke else 16, cfg.text_dim, device=device, dtype=dtype)

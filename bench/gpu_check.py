@@ -31,18 +31,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-from bench_sampler_gpu import make_decoder, random_transformer  # noqa: E402
+from bench_sampler_gpu import make_decoder, measure, random_transformer  # noqa: E402
 
 from sf_core.model import accel  # noqa: E402
 from sf_core.config import CausalConfig, WanConfig  # noqa: E402
 from sf_core.memory.plan import RunShape, plan_memory  # noqa: E402
 from sf_core.sampling.pipeline import generate  # noqa: E402
 from sf_core.sampling.session import SamplingSettings, default_causal, new_session  # noqa: E402
-
-
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def parity(device) -> dict:
@@ -104,33 +99,11 @@ def bf16_drift(cfg, latent_hw, device, frames: int) -> dict:
 
 
 def one_run(model, decoder, ctx, *, latent_hw, chunks, kv, device, dtype, plan_shape) -> dict:
-    st = SamplingSettings(causal=default_causal(), kv_dtype=kv)
-    sess = new_session(model, ctx, latent_hw=latent_hw, seed=0, dtype=dtype, device=device, settings=st)
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-    rec = {"chunk_s": [], "frames": 0, "first": None}
-    _sync(device)
-    t0 = time.perf_counter()
-
-    def on_chunk(r):
-        rec["chunk_s"].append(r.seconds)
-        rec["frames"] += 0 if r.frames is None else r.frames.shape[2]
-        if rec["first"] is None:
-            rec["first"] = time.perf_counter() - t0
-
-    with torch.no_grad():
-        generate(model, sess, num_chunks=chunks, decoder=decoder, on_chunk=on_chunk, keep_latents=False)
-    _sync(device)
-    total = time.perf_counter() - t0
-    cs = sorted(rec["chunk_s"])
-    out = {"chunks": chunks, "video_frames": rec["frames"], "total_s": total, "fps": rec["frames"] / total,
-           "time_to_first_frame_s": rec["first"], "chunk_ms_p50": 1000 * cs[len(cs) // 2],
-           "chunk_ms_p90": 1000 * cs[min(len(cs) - 1, int(0.9 * len(cs)))]}
-    plan = plan_memory(plan_shape)
-    out["planned_peak_gib"] = plan.peak / 2 ** 30
-    if device.type == "cuda":
-        out["peak_gib"] = torch.cuda.max_memory_allocated(device) / 2 ** 30
+    out = measure(model, decoder, ctx, latent_hw=latent_hw, chunks=chunks, device=device, dtype=dtype,
+                  settings=SamplingSettings(causal=default_causal(), kv_dtype=kv))
+    out["planned_peak_gib"] = plan_memory(plan_shape).peak / 2 ** 30
+    if "peak_gpu_mem_gib" in out:
+        out["peak_gib"] = out.pop("peak_gpu_mem_gib")
     return out
 
 
