@@ -83,8 +83,9 @@ def merge_commit_input():
     return io.Boolean.Input("merge_commit", default=False, optional=True,
                             tooltip="Commit each chunk inside the next chunk's first denoising call (one forward over "
                                     "both chunks): 4 forward calls per chunk instead of 5 at 4 steps, the same video "
-                                    "within float rounding. Off = exactly the official order. Ignored by samplers "
-                                    "that denoise a window jointly (Rolling Forcing).")
+                                    "within float rounding (with an 8-bit or other-float KV cache: within that "
+                                    "storage's error). Off = exactly the official order. Ignored by samplers that "
+                                    "denoise a window jointly (Rolling Forcing); a continued session keeps its own.")
 
 
 def family_input():

@@ -21,14 +21,15 @@ CASES = {  # WanConfig, latent, frames, window, sink, kv, dtype, batch
 }
 
 
-@pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.parametrize("name", list(CASES) + ["merged:medium_bf16_rolling", "merged:medium_int8_rolling_batch2"])
 def test_prediction_is_within_15_percent_of_the_measured_peak(name):
-    over, hw, frames, window, sink, kv, dtype, batch = CASES[name]
+    merge = name.startswith("merged:")
+    over, hw, frames, window, sink, kv, dtype, batch = CASES[name.removeprefix("merged:")]
     cfg = WanConfig(**{**WanConfig.tiny().to_dict(), **over})
     model = randomize_weights(WanTransformer(cfg), 0).eval().requires_grad_(False).to(dtype)
     ctx = torch.randn(batch, cfg.text_len, cfg.text_dim)
     causal = CausalConfig(chunk_frames=3, window_frames=window, sink_frames=sink)
-    settings = SamplingSettings(causal=causal, kv_dtype=kv)
+    settings = SamplingSettings(causal=causal, kv_dtype=kv, merge_commit=merge)
 
     import sf_core.model.rope as rope
 
@@ -42,7 +43,8 @@ def test_prediction_is_within_15_percent_of_the_measured_peak(name):
             generate(model, s, num_frames=frames, keep_latents=False)
     _, peak = peak_tensor_bytes(run)
     measured = tensor_bytes(model) + peak
-    plan = mp.plan_memory(mp.RunShape(cfg, hw, causal, frames, batch=batch, dtype=dtype, kv_dtype=kv))
+    plan = mp.plan_memory(mp.RunShape(cfg, hw, causal, frames, batch=batch, dtype=dtype, kv_dtype=kv,
+                                      merge_commit=merge))
     assert plan.parts["weights"] == tensor_bytes(model)
     assert abs(plan.peak / measured - 1) <= 0.15, (plan.peak, measured, plan.parts)
     assert plan.parts["transformer_activations"] > 0.1 * (measured - plan.parts["weights"])  # not weights alone

@@ -90,16 +90,45 @@ def test_the_sink_is_seen_at_its_distance_after_the_eviction(model):
 
 
 def test_auto_positions_past_the_rope_table(model):
-    """A shot that starts at frame 1014 crosses 1024 latent frames: auto re-bases once (one call early when
-    merged); the rest of the video is the same."""
+    """A shot that starts at frame 993 evicts frames and then crosses 1024 latent frames: auto re-bases once, at
+    the first call past the table, in both orders (the chunk before it is committed by itself when merged)."""
     causal = CausalConfig(chunk_frames=3, window_frames=9, sink_frames=3)
     outs = []
     for merge in (False, True):
         s = _session(model, merge, causal, "auto")
-        s.next_frame = 1014  # a new shot late in a long video (Session.reset_shot keeps the frame count)
-        outs.append(_run(model, s, num_frames=24)[0])
+        s.next_frame = 993  # a new shot late in a long video (Session.reset_shot keeps the frame count)
+        outs.append(_run(model, s, num_frames=45)[0])
         assert s.cache.relative
     _close(outs[1], outs[0])
+
+
+def test_one_step_chunks(model):
+    """With one denoising step the merged call is a chunk's only call: that chunk is committed by itself."""
+    causal = CausalConfig(chunk_frames=3, window_frames=9, sink_frames=3)
+    outs = []
+    for merge in (False, True):
+        st = SamplingSettings(causal=causal, steps=(1000,), merge_commit=merge)
+        s = new_session(model, _ctx(model), latent_hw=HW, seed=0, settings=st)
+        outs.append(generate(model, s, num_frames=30))
+    _close(outs[1], outs[0])
+
+
+def test_a_call_that_fails_inside_the_merged_forward_leaves_the_session_usable(model):
+    """An error in the middle of the merged forward (out of memory, a second Ctrl-C) rolls back to a session that
+    continues exactly as an uninterrupted one."""
+    causal = CausalConfig(chunk_frames=3, window_frames=9, sink_frames=3)
+    whole, _ = _run(model, _session(model, True, causal, "relative"), num_frames=24)
+    s = _session(model, True, causal, "relative")
+    first, _ = _run(model, s, num_frames=12)
+    hook = model.blocks[1].register_forward_pre_hook(lambda *a: (_ for _ in ()).throw(MemoryError("boom")))
+    try:
+        with pytest.raises(MemoryError):
+            generate(model, s, num_frames=3)
+    finally:
+        hook.remove()
+    assert s.uncommitted == (9, 12) and s.next_frame == 12
+    rest, _ = _run(model, s, num_frames=12)
+    assert torch.equal(torch.cat([first, rest], 2), whole)
 
 
 def test_int8_cache(model):

@@ -64,6 +64,7 @@ class _Plan:
     inplace: bool
     rope_start: int  # RoPE position of the call's first frame
     merge: tuple[int, int] | None = None  # a merged call (sf_core.cache.kv_merge): (committed frames, n evicted)
+    positions_before: list[int] | None = None  # a rewrite of the last frames: positions to restore on abort
 
 
 @dataclass
@@ -297,9 +298,11 @@ class KVCache(KVRows, KVMerge):
             if inplace and new_length > self.capacity:
                 self._grow(new_length)
         write_start = new_length - n
+        before = None if append else list(self.positions)
         self.positions = self.positions[:write_start]
         rope_start = write_start if self.relative else start_frame
-        self._plan = _Plan(start_frame, n, append, write_start, new_length, inplace, rope_start)
+        self._plan = _Plan(start_frame, n, append, write_start, new_length, inplace, rope_start,
+                           positions_before=before)
 
     def use_relative(self) -> None:
         """Switch an "auto" cache to relative positions now (one re-rope of the valid rows). For a sampler whose
@@ -373,8 +376,12 @@ class KVCache(KVRows, KVMerge):
         self._plan = None
 
     def abort(self) -> None:
-        """Forget a call that raised between begin() and end() (rows it wrote are not counted)."""
-        self._plan = None
+        """Forget a call that raised between begin() and end(). A rewrite of the last frames keeps them in the
+        cache (with whatever rows it wrote: the next rewrite of them overwrites every layer); an append is
+        forgotten by `truncate` (frames it evicted stay evicted)."""
+        p, self._plan = self._plan, None
+        if p is not None and p.positions_before is not None:
+            self.positions = p.positions_before
 
     def truncate(self, end_frame: int) -> None:
         """Forget the trailing frames at positions >= end_frame (a chunk that was never committed).

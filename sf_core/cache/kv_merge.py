@@ -13,8 +13,9 @@ wan_forward_merged`): token-wise layers run once over both chunks; self-attentio
 Positions: the call ropes both chunks contiguously from the finished chunk's position. With absolute positions
 that is exact. With relative positions the next chunk sits n_ev slots later than after a real eviction; the
 window's rows would shift by the same n_ev, so every distance to them is the same, and the sink (which does not
-shift) is attended through a copy of its keys re-roped n_ev frames later (`rope.shift_time`). An "auto" cache
-switches to relative positions one call early if the next chunk would pass the RoPE table.
+shift) is attended through a copy of its keys re-roped n_ev frames later (`rope.shift_time`). A chunk whose
+call would pass the RoPE table (an "auto" cache re-basing for it) is not merged: the finished chunk is then
+committed by itself first, at the positions the sequential order gives it.
 """
 from __future__ import annotations
 
@@ -43,16 +44,17 @@ class KVMerge:
             n_ev = self.length + next_frames - self.window_frames
             if self.length - n_ev - self.sink_frames <= 0:  # the window cannot hold the next chunk as planned
                 return False
-        return True
+        if self.relative:  # the call ropes the next chunk at slots up to length + next_frames - 1
+            return self.length + next_frames <= ROPE_MAX_POSITIONS
+        # absolute positions: the next chunk must fit the table; an "auto" cache that has to re-base for it does so
+        # at its own first call (sequentially: the finished chunk is committed at its absolute positions first)
+        return end + next_frames <= ROPE_MAX_POSITIONS
 
     def begin_merged(self, start_frame: int, num_frames: int, next_frames: int) -> None:
         """Plan a merged call (see the module docstring); `end()` finishes it like any call."""
         if not self.mergeable(start_frame, num_frames, next_frames):
             raise RuntimeError(f"frames {start_frame}..{start_frame + num_frames - 1} cannot be committed by a merged "
                                f"call here (check KVCache.mergeable first)")
-        if self.rope_mode == "auto" and not self.relative and \
-                start_frame + num_frames + next_frames > ROPE_MAX_POSITIONS:
-            self.use_relative()
         self.begin(start_frame, num_frames)
         n_ev = 0
         if self.rolling and self.length + next_frames > self.window_frames:

@@ -101,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "fp16, or int8 / fp8 (8-bit, about half the memory of bf16; small error)")
     rt.add_argument("--merge-commit", action="store_true",
                     help="commit each chunk inside the next chunk's first call (one forward over both: 4 calls per "
-                         "chunk instead of 5 at 4 steps; same video within float rounding; chunk sampler only)")
+                         "chunk instead of 5 at 4 steps; same video within float rounding, or within the KV "
+                         "storage's error with --kv-dtype; chunk sampler only)")
     rt.add_argument("--overlap-decode", action="store_true",
                     help="decode chunk k while chunk k+1 is sampled (a worker thread; its own CUDA stream on GPU): "
                          "higher throughput, each chunk shown one chunk later; the same frames (generate only)")

@@ -56,7 +56,8 @@ def shape_of_run(args, bundle, device: torch.device, dtype: torch.dtype) -> RunS
     return RunShape(cfg, hw, st.causal, start + n, batch=batch, dtype=dtype, weight_dtype=w.dtype,
                     kv_dtype=st.kv_dtype, decoder=kind, decoder_weight_bytes=dec_bytes,
                     decoder_frames_per_call=int(getattr(dec, "frames_per_call", 1)),
-                    keep_latents=bool(args.latents_out), device=device.type, weight_bytes=tensor_bytes(model))
+                    keep_latents=bool(args.latents_out), device=device.type, weight_bytes=tensor_bytes(model),
+                    merge_commit=st.merge_commit)
 
 
 def check_run(args, bundle, device: torch.device, dtype: torch.dtype) -> int | None:

@@ -68,6 +68,7 @@ class RunShape:
     keep_latents: bool = False
     device: str = "cpu"  # "cpu" or "cuda"
     weight_bytes: int | None = None  # exact bytes of a loaded transformer (else from the config and weight_dtype)
+    merge_commit: bool = False  # merged commits: one call carries two chunks and copies the window's K/V per layer
 
 
 @dataclass
@@ -157,17 +158,20 @@ def plan_memory(s: RunShape) -> MemoryPlan:
     chunk = max(s.causal.chunk_size(0), s.causal.chunk_frames)
     frame_latent = b * cfg.in_dim * h * w * e
     parts["session"] = frame_latent * (min(cap, s.frames) + 4 * chunk + (s.frames if s.keep_latents else 0))
-    n = b * chunk * tpf  # tokens of one call
+    calls = 2 if s.merge_commit else 1  # a merged call: the finished chunk and the next one
+    n = b * chunk * tpf * calls  # tokens of one call
     act = (11 * d + 2 * f) * n * e
+    if s.merge_commit:  # the next chunk's keys and values: the window without the evicted frames, plus its own
+        act += 2 * b * (rows + chunk * tpf) * d * e
     if fmt.quantised or fmt.storage != s.dtype:  # the decoded earlier rows of one layer, K and V
         act += 2 * b * rows * d * e
     wd = s.weight_dtype or s.dtype
     if wd != s.dtype:  # CastLinear casts one weight at a time to the compute dtype
         act += f * d * e
     real = 8 if s.dtype in (torch.float32, torch.float64) else 4
-    rope = chunk * tpf * hd * real  # this call's complex table [L, 1, head_dim/2]
+    rope = calls * chunk * tpf * hd * real  # this call's complex table [L, 1, head_dim/2]
     if s.device == "cpu":  # the cached tables (complex, and the float64 cos/sin they come from)
-        rope += ROPE_TABLE_ENTRIES * chunk * tpf * hd * (real + 8)
+        rope += ROPE_TABLE_ENTRIES * (2 * calls - 1) * chunk * tpf * hd * (real + 8)  # merged: 1- and 2-chunk tables
     parts["transformer_activations"] = act + rope
     de = _elem(s.decoder_dtype or s.dtype)
     per_call = s.decoder_frames_per_call if s.decoder == "wan" else chunk

@@ -147,7 +147,7 @@ class SessionStepper:
         switched = session.context is not None and not _same(src, session.context)
         rng = session.generator.get_state()
         merged = [False]  # this chunk's first call committed the previous chunk (merged commits)
-        merge = None
+        merge, deferred = None, False
         try:
             with torch.no_grad():
                 recaching = (switched and session.prompts.policy == "recache") or session.cache_stale
@@ -177,6 +177,12 @@ class SessionStepper:
                     x0 = step_chunk(self.den, session.cache, x, s, self.first_timesteps if first else self.timesteps,
                                     self.noise_fn, context_t=st.context_t, context_renoise=st.context_renoise,
                                     commit=not st.merge_commit, merge=merge, callback=cb)
+                    deferred = st.merge_commit
+                    if deferred and session.cache.end_frame != e:
+                        # a one-step chunk whose only call was the merged one: none of its rows are in the cache
+                        # to defer against, so it is committed now (the next chunk's first call is a plain one)
+                        self.den.commit(x0, session.cache, s, st.context_t)
+                        deferred = False
                 frames, dstate = (None, None)
                 if self.decoder is not None and decode:
                     frames, dstate = self.decoder.decode_chunk(x0, session.decoder_state)
@@ -197,7 +203,7 @@ class SessionStepper:
         session.record_chunk(s, x0)
         session.next_frame, session.chunk_index, session.context, session.pending = e, ci + 1, src, pending
         session.sampled_chunks += 1
-        session.uncommitted = (s, e) if (st.merge_commit and st.sampler == "chunk") else None
+        session.uncommitted = (s, e) if deferred else None
         if self.decoder is not None and decode:
             session.decoder_state, session.decoded_frames = dstate, e
         if session.device.type == "cuda":
