@@ -39,14 +39,18 @@ def _track(worst: dict, key: str, value: float) -> None:
     worst[key] = max(worst.get(key, 0.0), value)
 
 
-def part_a(fx: Fixture) -> dict:
-    m = fx.model()
-    x = fx.latent("train/in_noisy")
-    t = fx.tensors["train/timestep"].float()
+def _block_causal_flow(fx: Fixture, prefix: str):
+    """(x, t, mask, flow) of the whole-sequence block-causal forward on the fixture's `prefix/in*` input."""
+    x = fx.latent(f"{prefix}/in_noisy" if prefix == "train" else f"{prefix}/in")
+    t = fx.tensors[f"{prefix}/timestep"].float()
     causal = CausalConfig(chunk_frames=fx.meta["num_frame_per_block"])
     mask = BlockCausalMask(tuple(causal.chunk_bounds(x.shape[2])), fx.tokens_per_frame)
     with torch.no_grad():
-        flow = wan_forward(m, x, t, fx.context(), mask=mask)
+        return x, t, mask, wan_forward(fx.model(), x, t, fx.context(), mask=mask)
+
+
+def part_a(fx: Fixture) -> dict:
+    x, t, mask, flow = _block_causal_flow(fx, "train")
     x0 = flow_to_x0(x, flow, FlowSchedule(fx.meta["timestep_shift"]).sigma(t))
     out = {"flow_pred": _maxabs(flow, fx.latent("train/flow_pred")),
            "x0_pred": _maxabs(x0, fx.latent("train/x0_pred"))}
@@ -132,13 +136,7 @@ def replay_rollout(fx: Fixture, run: dict) -> dict:
 
 
 def part_c(fx: Fixture) -> dict:
-    m = fx.model()
-    x = fx.latent("equiv/in")
-    t = fx.tensors["equiv/timestep"].float()
-    causal = CausalConfig(chunk_frames=fx.meta["num_frame_per_block"])
-    mask = BlockCausalMask(tuple(causal.chunk_bounds(x.shape[2])), fx.tokens_per_frame)
-    with torch.no_grad():
-        flow = wan_forward(m, x, t, fx.context(), mask=mask)
+    flow = _block_causal_flow(fx, "equiv")[3]
     return {"flow_pred": _maxabs(flow, fx.latent("equiv/flow_pred"))}
 
 
