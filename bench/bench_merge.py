@@ -53,7 +53,7 @@ def measure(model, ctx, hw, mode: str, rounds: int) -> dict:
 
     frames, window, sink = MODES[mode]
     calls = [0]
-    model.patch_embedding.register_forward_pre_hook(lambda *a: calls.__setitem__(0, calls[0] + 1))
+    hook = model.patch_embedding.register_forward_pre_hook(lambda *a: calls.__setitem__(0, calls[0] + 1))
 
     def once(merge: bool):
         st = SamplingSettings(causal=CausalConfig(chunk_frames=3, window_frames=window, sink_frames=sink),
@@ -77,6 +77,7 @@ def measure(model, ctx, hw, mode: str, rounds: int) -> dict:
             rows[merge]["cpu"].append(cpu)
             outs[merge], n_calls[merge] = out, n
         ratios.append(got[True] / got[False])
+    hook.remove()  # one counting hook per measurement, not one more per mode
     diff = float((outs[True] - outs[False]).abs().max() / outs[False].abs().max())
     med = {m: {k: round(statistics.median(v), 4) for k, v in rows[m].items()} for m in rows}
     return {"mode": mode, "frames": frames, "sequential_s": med[False], "merged_s": med[True],

@@ -40,10 +40,9 @@ class KVMerge:
         if end != self.end_frame or self.length < num_frames or \
                 self.positions[self.length - num_frames:self.length] != list(range(start_frame, end)):
             return False
-        if self.rolling and self.length + next_frames > self.window_frames:
-            n_ev = self.length + next_frames - self.window_frames
-            if self.length - n_ev - self.sink_frames <= 0:  # the window cannot hold the next chunk as planned
-                return False
+        n_ev = self._evicted_by(next_frames)
+        if n_ev and self.length - n_ev - self.sink_frames <= 0:  # the window cannot hold the next chunk as planned
+            return False
         if self.relative:  # the call ropes the next chunk at slots up to length + next_frames - 1
             return self.length + next_frames <= ROPE_MAX_POSITIONS
         # absolute positions: the next chunk must fit the table; an "auto" cache that has to re-base for it does so
@@ -56,10 +55,11 @@ class KVMerge:
             raise RuntimeError(f"frames {start_frame}..{start_frame + num_frames - 1} cannot be committed by a merged "
                                f"call here (check KVCache.mergeable first)")
         self.begin(start_frame, num_frames)
-        n_ev = 0
-        if self.rolling and self.length + next_frames > self.window_frames:
-            n_ev = self.length + next_frames - self.window_frames
-        self._plan = dataclasses.replace(self._plan, merge=(num_frames, n_ev))
+        self._plan = dataclasses.replace(self._plan, merge=(num_frames, self._evicted_by(next_frames)))
+
+    def _evicted_by(self, next_frames: int) -> int:
+        """Frames the next chunk's append will evict from the window as it is now (0: none)."""
+        return max(0, self.length + next_frames - self.window_frames) if self.rolling else 0
 
     @property
     def merged_rows(self) -> int:

@@ -124,7 +124,7 @@ class SessionStepper:
         if session.uncommitted is None:
             return None
         a, b = session.uncommitted
-        if st.merge_commit and st.sampler == "chunk" and not switched and \
+        if st.merge_commit and not switched and \
                 self.den.can_merge(session.cache, a, b - a, s, e - s):
             return torch.stack([session.held[f] for f in range(a, b)], dim=2), a
         commit_deferred(self.den, session, same_context=not switched)
@@ -150,8 +150,7 @@ class SessionStepper:
         merge, deferred = None, False
         try:
             with torch.no_grad():
-                recaching = (switched and session.prompts.policy == "recache") or session.cache_stale
-                if recaching:
+                if (switched and session.prompts.policy == "recache") or session.cache_stale:
                     session.cache_stale = True
                     recache(self.den, session)  # the family's way (sf_core.sampling.recache)
                     session.cache_stale = False
