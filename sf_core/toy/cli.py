@@ -36,7 +36,8 @@ def cmd_train(args) -> int:
     for stage in stages:
         t0 = time.perf_counter()
         path = recipes.train_stage(stage, args.seed, args.root, steps=args.steps,
-                                   overrides=parse_set_args(args.set) if args.set else None)
+                                   overrides=parse_set_args(args.set) if args.set else None,
+                                   motion_dropout=args.motion_dropout)
         print(json.dumps({"stage": stage, "seed": args.seed, "weights": str(path),
                           "minutes": round((time.perf_counter() - t0) / 60, 1)}))
     return 0
@@ -129,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a TrainConfig value of the stage (dotted key, JSON value), e.g. --set "
                         "supervised.shift=2.0; repeatable. Use a separate --root: later stages read this one's weights")
+    p.add_argument("--motion-dropout", type=float, metavar="P",
+                   help="fraction of training prompts reduced to the object's words ('a red square'), so the "
+                        "model also learns the motion-free score that motion guidance needs (default: the stage's)")
     p.set_defaults(fn=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate every trained stage of a seed: 1x and 4x rollouts")

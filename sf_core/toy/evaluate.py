@@ -62,21 +62,21 @@ def student_rollout(model, prompts: list[str], frames: int, seed: int = 0, *, ca
 
 @torch.no_grad()
 def teacher_sample(model, prompts: list[str], frames: int = TRAIN_FRAMES, seed: int = 0, *,
-                   steps: int = TEACHER_STEPS, guidance: float = TEACHER_CFG, shift: float = SHIFT,
-                   batch: int = 48) -> torch.Tensor:
-    """Latents [N, 12, frames, 8, 8] of the bidirectional teacher: Euler over `steps` points with CFG."""
-    from ..sampling.denoiser import Denoiser
+                   steps: int = TEACHER_STEPS, guidance: float = TEACHER_CFG, motion_guidance: float = 0.0,
+                   shift: float = SHIFT, batch: int = 48) -> torch.Tensor:
+    """Latents [N, 12, frames, 8, 8] of the bidirectional teacher: Euler over `steps` points with CFG
+    (`guidance`, against the empty prompt) and motion guidance (against the object prompt, `sf_core.toy.guidance`)."""
     from ..sampling.schedule import FlowSchedule
     from ..train.methods.ode import ode_trajectory
+    from .guidance import GuidedDenoiser, Guidance
 
-    enc = ToyTextEncoder(text_dim=model.config.text_dim, text_len=model.config.text_len)
+    how = Guidance(cfg=guidance, motion=motion_guidance)
     outs = []
     for a in range(0, len(prompts), batch):
-        ctx = enc.encode(prompts[a:a + batch])
-        den = Denoiser(model, FlowSchedule(shift), ctx, negative=enc.encode([""] * ctx.shape[0]),
-                       guidance=guidance)
+        part = prompts[a:a + batch]
+        den = GuidedDenoiser(model, FlowSchedule(shift), part, how)
         g = torch.Generator().manual_seed(seed + a)
-        noise = torch.randn((ctx.shape[0], model.config.in_dim, frames, *LATENT_HW), generator=g)
+        noise = torch.randn((len(part), model.config.in_dim, frames, *LATENT_HW), generator=g)
         outs.append(ode_trajectory(den, noise, steps, shift, (steps,))[:, 0])
     return torch.cat(outs)
 

@@ -57,6 +57,7 @@ class StageSettings:
     betas: tuple[float, float] = (0.9, 0.99)
     ema_start: int = 0
     prompt_dropout: float = 0.0
+    motion_dropout: float = 0.0  # fraction of prompts reduced to the object's words (for motion guidance)
     latents: bool = True
 
 
@@ -153,9 +154,10 @@ def write_init(seed: int, root: str | Path, config=None) -> Path:
     return path
 
 
-def dataset(stage: str, seed: int) -> ToyWorldDataset:
+def dataset(stage: str, seed: int, motion_dropout: float | None = None) -> ToyWorldDataset:
     s = SETTINGS[stage]
-    return ToyWorldDataset(seed, prompt_dropout=s.prompt_dropout, latents=s.latents)
+    md = s.motion_dropout if motion_dropout is None else motion_dropout
+    return ToyWorldDataset(seed, prompt_dropout=s.prompt_dropout, motion_dropout=md, latents=s.latents)
 
 
 def _check_needs(stage: str, root: Path, seed: int) -> None:
@@ -165,6 +167,22 @@ def _check_needs(stage: str, root: Path, seed: int) -> None:
         if not stage_weights(root, seed, need).is_file():
             raise FileNotFoundError(f"stage {stage!r} needs {stage_weights(root, seed, need)}; train it first: "
                                     f"python -m sf_core.toy train {need} --seed {seed}")
+
+
+def _check_data_record(out_dir: Path, record: dict) -> None:
+    """Write the stage's dataset settings beside its checkpoints; refuse to resume a stage with other ones."""
+    import json
+
+    path = out_dir / "dataset.json"
+    if path.is_file():
+        old = json.loads(path.read_text(encoding="utf-8"))
+        diff = {k: (old.get(k), v) for k, v in record.items() if old.get(k, 0.0) != v}
+        if diff:
+            raise ValueError(f"{out_dir} was trained with other dataset settings {diff} (saved, asked); use the "
+                             f"same values or another --root")
+        return
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record), encoding="utf-8")
 
 
 def make_ode_pairs(seed: int, root: str | Path, prompts: int = ODE_PROMPTS) -> Path:
@@ -188,12 +206,14 @@ def make_ode_pairs(seed: int, root: str | Path, prompts: int = ODE_PROMPTS) -> P
 
 
 def train_stage(stage: str, seed: int = 0, root: str | Path = DEFAULT_ROOT, *, steps: int | None = None,
-                overrides: dict | None = None, model_config=None, ode_prompts: int = ODE_PROMPTS) -> Path:
+                overrides: dict | None = None, model_config=None, ode_prompts: int = ODE_PROMPTS,
+                motion_dropout: float | None = None) -> Path:
     """Run one stage from scratch (or resume it) and return its exported weights.
 
     overrides: dotted `TrainConfig` overrides ({"data.batch_size": 4}); model_config: the teacher's WanConfig
     (default `toy_wan_config()`; later stages take their sizes from the files they start from); ode_prompts:
-    number of teacher ODE pairs (stage ode).
+    number of teacher ODE pairs (stage ode); motion_dropout: the fraction of training prompts reduced to the
+    object's words (default: the stage's setting), recorded in the stage folder (a resume must use the same).
     """
     from ..train.config import apply_overrides
     from ..train.distributed import init_distributed
@@ -217,7 +237,10 @@ def train_stage(stage: str, seed: int = 0, root: str | Path = DEFAULT_ROOT, *, s
              seed, cfg.max_steps, cfg.out_dir)
     torch.manual_seed(seed)
     info = init_distributed(cfg.dist)
-    data = None if stage == "ode" else dataset(stage, seed)
+    data = None if stage == "ode" else dataset(stage, seed, motion_dropout)
+    if data is not None:
+        _check_data_record(Path(cfg.out_dir), {"motion_dropout": data.motion_dropout,
+                                               "prompt_dropout": data.prompt_dropout})
     trainer = Trainer(cfg, info, dataset=data)
     if stage in FORCED:
         from .methods import ForcedDMD

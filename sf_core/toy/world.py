@@ -101,6 +101,11 @@ class Scene:
         return f"a {self.colour} {self.shape} moving {self.direction} {self.speed}"
 
     @property
+    def object_prompt(self) -> str:
+        """The prompt without its motion words ("a red square"): what motion guidance contrasts with."""
+        return f"a {self.colour} {self.shape}"
+
+    @property
     def velocity(self) -> tuple[float, float]:
         dx, dy = DIRECTIONS[self.direction]
         s = SPEEDS[self.speed]

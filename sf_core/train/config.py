@@ -173,6 +173,9 @@ class SupervisedConfig:
     ode_steps: int = 48  # teacher Euler steps of the ODE pairs (shift = dmd.score_shift)
     ode_guidance: float = 6.0  # CFG of the ODE pairs: x0_u + g (x0_c - x0_u)
     ode_keep: tuple[int, ...] = (0, 12, 24, 36, 48)  # stored trajectory indices (last = clean)
+    # flow_matching: the fraction of samples trained block-causally (diffusion forcing) instead of with full
+    # attention, so a bidirectional teacher also learns which way the prompt's motion goes (docs/toy_world.md)
+    causal_mix: float = 0.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ode_keep", tuple(int(i) for i in self.ode_keep))
@@ -182,6 +185,7 @@ class SupervisedConfig:
                f"supervised.ode_keep={self.ode_keep} must increase from >= 0 and end at ode_steps={self.ode_steps}")
         _check(0 <= self.noise_augmentation_max_timestep < 1000,
                "supervised.noise_augmentation_max_timestep must be in 0..999")
+        _check(0.0 <= self.causal_mix <= 1.0, f"supervised.causal_mix must be in [0, 1], got {self.causal_mix}")
 
 
 @dataclass(frozen=True)

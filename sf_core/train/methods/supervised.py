@@ -74,11 +74,37 @@ class FlowMatching(_Supervised):
     name = "flow_matching"
 
     def generator_loss(self, nets: Nets, batch: Batch, env: StepEnv) -> tuple[torch.Tensor, Logs]:
+        if self.cfg.supervised.causal_mix:
+            return self._mixed_loss(nets, batch, env)
         x0, eps, t, _ = self._inputs(batch, env, per_chunk=False)
         den = ModuleDenoiser(nets.generator, self.schedule, batch.context, dtype=env.dtype)
         flow = den.flow(self.schedule.add_noise(x0, eps, t), t)
         loss = self._loss(flow, x0, eps, t)
         return loss, {"generator_loss": scalar(loss)}
+
+    def _mixed_loss(self, nets: Nets, batch: Batch, env: StepEnv) -> tuple[torch.Tensor, Logs]:
+        """`supervised.causal_mix` of the samples (a per-sample draw) take a diffusion-forcing step instead: the
+        block-causal mask and one noise level per chunk. The mask orders the frames, so the model learns how
+        the prompt's motion continues the past -- which way, not just how far -- and full attention can take
+        that up from RoPE's signed time offsets. The loss is the batch mean over both groups."""
+        x0, eps, t, bounds = self._inputs(batch, env, per_chunk=True)
+        u = env.draws("causal-mix", batch).randint(0, 1 << 24).float() / (1 << 24)
+        causal = (u < self.cfg.supervised.causal_mix).to(x0.device)
+        t = torch.where(causal[:, None], t, t[:, :1].expand_as(t))  # full attention: one level per sample
+        total, logs = x0.new_zeros((), dtype=torch.float32), {}
+        for name, rows in (("full", ~causal), ("causal", causal)):
+            idx = rows.nonzero().flatten()
+            if not len(idx):
+                continue
+            mask = None
+            if name == "causal":
+                mask = BlockCausalMask(tuple(bounds), nets.config.tokens_per_frame(x0.shape[3], x0.shape[4]))
+            den = ModuleDenoiser(nets.generator, self.schedule, batch.context[idx], dtype=env.dtype)
+            flow = den.flow(self.schedule.add_noise(x0[idx], eps[idx], t[idx]), t[idx], mask=mask)
+            part = self._loss(flow, x0[idx], eps[idx], t[idx])
+            total = total + part * (len(idx) / x0.shape[0])
+            logs[f"loss_{name}"] = scalar(part)
+        return total, {"generator_loss": scalar(total), **logs}
 
 
 class DiffusionForcing(_Supervised):

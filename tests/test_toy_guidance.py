@@ -1,0 +1,137 @@
+"""Conditioning the toy teacher on its motion words: motion-free prompts in the data, motion guidance, and the
+block-causal share of flow-matching training (`supervised.causal_mix`)."""
+import dataclasses
+
+import pytest
+import torch
+
+from sf_core.config import WanConfig
+from sf_core.model.transformer import WanTransformer
+from sf_core.sampling.denoiser import Denoiser
+from sf_core.sampling.schedule import FlowSchedule
+from sf_core.toy import recipes
+from sf_core.toy.data import ToyWorldDataset
+from sf_core.toy.guidance import Guidance, GuidedDenoiser, object_prompt
+from sf_core.toy.text import ToyTextEncoder
+from sf_core.train.config import TrainConfig
+from sf_core.train.distributed import DistInfo
+from sf_core.train.methods.base import Batch, StepEnv
+from sf_core.train.methods.supervised import DiffusionForcing, FlowMatching
+from sf_core.train.models import Nets
+from sf_core.train.rng import keyed_generator
+
+MICRO = WanConfig(dim=32, ffn_dim=64, num_heads=2, num_layers=2, in_dim=12, out_dim=12, text_dim=32, text_len=8,
+                  freq_dim=32)
+
+
+def _model(seed=0):
+    torch.manual_seed(seed)
+    m = WanTransformer(MICRO).eval()
+    for n, p in m.named_parameters():  # Wan's output head starts at zero: randomise it, or every x0 == x
+        if n.startswith("head"):
+            p.data.normal_(0, 0.2)
+    return m
+
+
+def test_object_prompt_keeps_only_the_objects_words():
+    assert object_prompt("a red square moving left fast") == "red square"
+    assert object_prompt("the ball goes upwards quickly, teal") == "cyan circle"
+    assert object_prompt("moving left") == ""
+    assert ToyWorldDataset(0).scene(3).object_prompt.split()[1:] == \
+        object_prompt(ToyWorldDataset(0).scene(3).prompt).split()
+
+
+def test_motion_dropout_reduces_prompts_to_the_object_independently_of_the_empty_prompt():
+    a = ToyWorldDataset(5, prompt_dropout=0.1, motion_dropout=0.3)
+    plain = ToyWorldDataset(5, prompt_dropout=0.1)
+    n = 400
+    kinds = []
+    for i in range(n):
+        s, full = a[i], plain[i]
+        assert torch.equal(s.latents, full.latents)  # the video never changes, only its prompt
+        if full.prompt == "":
+            assert s.prompt == ""  # the empty-prompt draw is the same as without motion dropout
+            kinds.append("empty")
+        elif s.prompt == full.prompt:
+            kinds.append("full")
+        else:
+            assert s.prompt == a.scene(i).object_prompt and object_prompt(full.prompt) in s.prompt
+            assert s.embeds.shape[0] == 2  # colour and shape rows only
+            kinds.append("object")
+    share = kinds.count("object") / (n - kinds.count("empty"))
+    assert 0.22 < share < 0.38, share
+    assert [a.prompt(i) for i in range(50)] == [ToyWorldDataset(5, prompt_dropout=0.1, motion_dropout=0.3).prompt(i)
+                                                for i in range(50)]
+    with pytest.raises(ValueError, match=r"motion_dropout must be in \[0, 1\), got 1.5"):
+        ToyWorldDataset(0, motion_dropout=1.5)
+
+
+def test_guided_denoiser_is_cfg_plus_the_motion_term():
+    m = _model()
+    prompts = ["a red square moving left fast", "a blue circle moving up slow"]
+    enc = ToyTextEncoder()
+    sch = FlowSchedule(5.0)
+    x = torch.randn(2, 12, 6, 8, 8, generator=torch.Generator().manual_seed(1))
+    t = torch.full((2, 6), 800.0)
+    with torch.no_grad():
+        stock = Denoiser(m, sch, enc.encode(prompts), negative=enc.encode(["", ""]), guidance=1.5)(x, t)
+        assert torch.equal(GuidedDenoiser(m, sch, prompts, Guidance(cfg=1.5))(x, t), stock)
+        c = Denoiser(m, sch, enc.encode(prompts))(x, t)
+        u = Denoiser(m, sch, enc.encode(["", ""]))(x, t)
+        o = Denoiser(m, sch, enc.encode(["red square", "blue circle"]))(x, t)
+        got = GuidedDenoiser(m, sch, prompts, Guidance(cfg=1.5, motion=3.0))(x, t)
+    assert (got - (c + 1.5 * (c - u) + 3.0 * (c - o))).abs().max() < 1e-5
+    assert (o - c).abs().max() > 1e-3  # the motion words change the estimate, so the term is not zero
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="must be a finite number >= 0"):
+            Guidance(motion=bad)
+
+
+def _step(mix: float, method=FlowMatching):
+    cfg = TrainConfig.tiny(out_dir="unused")
+    cfg = dataclasses.replace(cfg, supervised=dataclasses.replace(cfg.supervised, causal_mix=mix),
+                              rollout=dataclasses.replace(cfg.rollout, num_frames=6, latent_height=8, latent_width=8,
+                                                          chunk_frames=3))
+    data = ToyWorldDataset(2, frames=6)
+    samples = [data[i] for i in range(8)]
+    ctx = torch.zeros(8, 8, 32)
+    for i, s in enumerate(samples):
+        ctx[i, :s.embeds.shape[0]] = s.embeds
+    batch = Batch(list(range(100, 108)), ctx, torch.zeros(8, 8, 32), [s.prompt for s in samples],
+                  torch.stack([s.latents for s in samples]))
+    env = StepEnv(cfg, 7, DistInfo(0, 1, 0, 1, torch.device("cpu"), "gloo"), torch.float32)
+    return method(cfg).generator_loss(Nets(_model(3)), batch, env)
+
+
+def test_causal_mix_zero_is_flow_matching_and_one_is_diffusion_forcing():
+    fm, _ = _step(0.0)
+    df, _ = _step(0.0, DiffusionForcing)
+    all_causal, logs = _step(1.0)
+    all_causal, df, fm = (float(x.detach()) for x in (all_causal, df, fm))
+    assert all_causal == pytest.approx(df, rel=1e-6) and "loss_full" not in logs
+    assert abs(fm - df) > 1e-4  # the two methods differ, so the equality above says something
+
+
+def test_causal_mix_is_the_batch_mean_over_both_groups():
+    loss, logs = _step(0.5)
+    seed = TrainConfig.tiny(out_dir="unused").seed
+    n_causal = sum(1 for i in range(100, 108)  # the per-sample draw, made independently here
+                   if torch.randint(0, 1 << 24, (), generator=keyed_generator(seed, 7, "causal-mix", i)) / (1 << 24)
+                   < 0.5)
+    assert 0 < n_causal < 8  # both groups present in this batch
+    want = (logs["loss_causal"] * n_causal + logs["loss_full"] * (8 - n_causal)) / 8
+    assert float(loss.detach()) == pytest.approx(want, rel=1e-5)
+    assert loss.requires_grad  # a graph, not a float: the trainer backpropagates it
+
+
+def test_causal_mix_is_checked():
+    cfg = TrainConfig.tiny(out_dir="unused")
+    with pytest.raises(ValueError, match=r"causal_mix must be in \[0, 1\], got 1.5"):
+        dataclasses.replace(cfg.supervised, causal_mix=1.5)
+
+
+def test_a_stage_refuses_to_resume_with_other_dataset_settings(tmp_path):
+    recipes._check_data_record(tmp_path, {"motion_dropout": 0.15, "prompt_dropout": 0.1})
+    recipes._check_data_record(tmp_path, {"motion_dropout": 0.15, "prompt_dropout": 0.1})  # same: fine
+    with pytest.raises(ValueError, match=r"other dataset settings .*motion_dropout.*0.15, 0.0"):
+        recipes._check_data_record(tmp_path, {"motion_dropout": 0.0, "prompt_dropout": 0.1})
