@@ -8,7 +8,8 @@ levels, with the right prompt and with one word of it swapped (direction to its 
 with the motion words removed and with the empty prompt. A word the model uses costs error when it is wrong; a
 word it ignores costs nothing.
 
---probe also measures how much the model's output depends on the order of the frames: the relative change of its
+--probe also gives the same errors with the first frame given clean (image to video), where the motion words
+decide where the object goes next, and measures how much the model's output depends on the order of the frames: the relative change of its
 flow when the input frames are reversed (output reversed back) and when they are shuffled (output unshuffled),
 at sigma 0.9 on the same videos. A model whose output barely changes under reversal cannot tell "left" from
 "right": a video reversed in time is the same object moving the other way.
@@ -70,6 +71,16 @@ def probe(model, n: int = 64, sigmas=(0.99, 0.95, 0.9, 0.8, 0.6, 0.4)) -> list[d
             row = {"sigma": round(float(sch.sigma(t)[0, 0]), 3)}
             for name, ps in variants.items():
                 row[name] = round(float(((Denoiser(model, sch, enc.encode(ps))(xt, t) - x0) ** 2).mean()), 5)
+            rows.append(row)
+        for sigma in (0.95, 0.9, 0.6):  # image to video: frame 0 given clean, the error of the other frames
+            t = torch.full((n, TRAIN_FRAMES), float(sigma * 1000))
+            t[:, 0] = 0.0
+            xt = sch.add_noise(x0, torch.randn(x0.shape, generator=torch.Generator().manual_seed(7)), t)
+            xt[:, :, 0] = x0[:, :, 0]
+            row = {"sigma": round(float(sch.sigma(t)[0, 1]), 3), "first frame": "clean"}
+            for name in ("right prompt", "direction swapped", "speed swapped", "motion words removed"):
+                err = (Denoiser(model, sch, enc.encode(variants[name]))(xt, t) - x0)[:, :, 1:]
+                row[name] = round(float((err ** 2).mean()), 5)
             rows.append(row)
         t = torch.full((n, TRAIN_FRAMES), 900.0)
         xt = sch.add_noise(x0, torch.randn(x0.shape, generator=torch.Generator().manual_seed(8)), t)

@@ -135,3 +135,40 @@ def test_a_stage_refuses_to_resume_with_other_dataset_settings(tmp_path):
     recipes._check_data_record(tmp_path, {"motion_dropout": 0.15, "prompt_dropout": 0.1})  # same: fine
     with pytest.raises(ValueError, match=r"other dataset settings .*motion_dropout.*0.15, 0.0"):
         recipes._check_data_record(tmp_path, {"motion_dropout": 0.0, "prompt_dropout": 0.1})
+
+
+def test_image_mix_gives_a_clean_first_frame_and_leaves_it_out_of_the_loss():
+    """Independent computation of the image-to-video samples' loss: frame 0 exactly clean at timestep 0, the
+    other frames noised at the sample's level, the flow error averaged over frames 1.. only."""
+    cfg = TrainConfig.tiny(out_dir="unused")
+    cfg = dataclasses.replace(cfg, supervised=dataclasses.replace(cfg.supervised, image_mix=1.0,
+                                                                  loss_weighting=False),
+                              rollout=dataclasses.replace(cfg.rollout, num_frames=6, latent_height=8, latent_width=8,
+                                                          chunk_frames=3))
+    data = ToyWorldDataset(2, frames=6)
+    samples = [data[i] for i in range(4)]
+    ctx = torch.zeros(4, 8, 32)
+    for i, s in enumerate(samples):
+        ctx[i, :s.embeds.shape[0]] = s.embeds
+    x0 = torch.stack([s.latents for s in samples])
+    batch = Batch(list(range(4)), ctx, torch.zeros(4, 8, 32), [s.prompt for s in samples], x0)
+    env = StepEnv(cfg, 3, DistInfo(0, 1, 0, 1, torch.device("cpu"), "gloo"), torch.float32)
+    model = _model(4)
+    loss, logs = FlowMatching(cfg).generator_loss(Nets(model), batch, env)
+    assert set(logs) == {"generator_loss", "loss_image"}
+
+    sch = FlowSchedule(cfg.supervised.shift)
+    idx = torch.stack([torch.randint(0, 1000, (2,), generator=keyed_generator(cfg.seed, 3, "timestep", i))
+                       for i in range(4)])
+    eps = torch.stack([torch.randn(x0.shape[1:], generator=keyed_generator(cfg.seed, 3, "noise", i))
+                       for i in range(4)])
+    level = sch.timesteps[idx[:, 0]]  # one level per sample: its first chunk's draw
+    t = level[:, None].repeat(1, 6)
+    t[:, 0] = 0
+    sigma = sch.sigma(t)[:, None, :, None, None]
+    xt = (1 - sigma) * x0 + sigma * eps
+    xt[:, :, 0] = x0[:, :, 0]
+    with torch.no_grad():
+        flow = model(xt, t, ctx)
+    want = ((flow - (eps - x0))[:, :, 1:] ** 2).mean()
+    assert float(loss.detach()) == pytest.approx(float(want), rel=1e-5)

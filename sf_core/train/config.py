@@ -176,6 +176,9 @@ class SupervisedConfig:
     # flow_matching: the fraction of samples trained block-causally (diffusion forcing) instead of with full
     # attention, so a bidirectional teacher also learns which way the prompt's motion goes (docs/toy_world.md)
     causal_mix: float = 0.0
+    # flow_matching: the fraction of samples whose first frame is given clean (image-to-video), so the prompt's
+    # motion words decide where the object goes (docs/toy_world.md)
+    image_mix: float = 0.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ode_keep", tuple(int(i) for i in self.ode_keep))
@@ -186,6 +189,7 @@ class SupervisedConfig:
         _check(0 <= self.noise_augmentation_max_timestep < 1000,
                "supervised.noise_augmentation_max_timestep must be in 0..999")
         _check(0.0 <= self.causal_mix <= 1.0, f"supervised.causal_mix must be in [0, 1], got {self.causal_mix}")
+        _check(0.0 <= self.image_mix <= 1.0, f"supervised.image_mix must be in [0, 1], got {self.image_mix}")
 
 
 @dataclass(frozen=True)

@@ -74,7 +74,7 @@ class FlowMatching(_Supervised):
     name = "flow_matching"
 
     def generator_loss(self, nets: Nets, batch: Batch, env: StepEnv) -> tuple[torch.Tensor, Logs]:
-        if self.cfg.supervised.causal_mix:
+        if self.cfg.supervised.causal_mix or self.cfg.supervised.image_mix:
             return self._mixed_loss(nets, batch, env)
         x0, eps, t, _ = self._inputs(batch, env, per_chunk=False)
         den = ModuleDenoiser(nets.generator, self.schedule, batch.context, dtype=env.dtype)
@@ -83,25 +83,38 @@ class FlowMatching(_Supervised):
         return loss, {"generator_loss": scalar(loss)}
 
     def _mixed_loss(self, nets: Nets, batch: Batch, env: StepEnv) -> tuple[torch.Tensor, Logs]:
-        """`supervised.causal_mix` of the samples (a per-sample draw) take a diffusion-forcing step instead: the
-        block-causal mask and one noise level per chunk. The mask orders the frames, so the model learns how
-        the prompt's motion continues the past -- which way, not just how far -- and full attention can take
-        that up from RoPE's signed time offsets. The loss is the batch mean over both groups."""
+        """Flow matching with two kinds of other samples, each chosen by a per-sample draw:
+
+        - `supervised.causal_mix`: a diffusion-forcing step (block-causal mask, one noise level per chunk);
+        - `supervised.image_mix` (of the rest): the first frame is given clean (timestep 0, as a committed
+          context frame) and the loss covers the other frames -- image-to-video. One clean frame shows where the
+          object is but not where it goes, so the prompt's motion words decide every later frame: the strongest
+          lesson a video model gets about them (with all frames equally noisy they matter only in a narrow band
+          of noise levels, and a model can nearly ignore them, docs/toy_world.md).
+        The loss is the batch mean over the groups."""
+        sup = self.cfg.supervised
         x0, eps, t, bounds = self._inputs(batch, env, per_chunk=True)
         u = env.draws("causal-mix", batch).randint(0, 1 << 24).float() / (1 << 24)
-        causal = (u < self.cfg.supervised.causal_mix).to(x0.device)
-        t = torch.where(causal[:, None], t, t[:, :1].expand_as(t))  # full attention: one level per sample
+        causal = (u < sup.causal_mix).to(x0.device)
+        u = env.draws("image-mix", batch).randint(0, 1 << 24).float() / (1 << 24)
+        image = (u < sup.image_mix).to(x0.device) & ~causal
+        t = torch.where(causal[:, None], t, t[:, :1].expand_as(t)).clone()  # full attention: one level per sample
+        t[image, 0] = 0.0
         total, logs = x0.new_zeros((), dtype=torch.float32), {}
-        for name, rows in (("full", ~causal), ("causal", causal)):
+        for name, rows in (("full", ~causal & ~image), ("causal", causal), ("image", image)):
             idx = rows.nonzero().flatten()
             if not len(idx):
                 continue
             mask = None
             if name == "causal":
                 mask = BlockCausalMask(tuple(bounds), nets.config.tokens_per_frame(x0.shape[3], x0.shape[4]))
+            xt = self.schedule.add_noise(x0[idx], eps[idx], t[idx])
+            first = 1 if name == "image" else 0
+            if first:
+                xt[:, :, 0] = x0[idx, :, 0]  # exactly clean, like a committed frame
             den = ModuleDenoiser(nets.generator, self.schedule, batch.context[idx], dtype=env.dtype)
-            flow = den.flow(self.schedule.add_noise(x0[idx], eps[idx], t[idx]), t[idx], mask=mask)
-            part = self._loss(flow, x0[idx], eps[idx], t[idx])
+            flow = den.flow(xt, t[idx], mask=mask)
+            part = self._loss(flow[:, :, first:], x0[idx, :, first:], eps[idx, :, first:], t[idx, first:])
             total = total + part * (len(idx) / x0.shape[0])
             logs[f"loss_{name}"] = scalar(part)
         return total, {"generator_loss": scalar(total), **logs}
