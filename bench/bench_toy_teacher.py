@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 import json
 import sys
 import time
@@ -34,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}
 
 
-def probe(model, n: int = 64, sigmas=(0.99, 0.95, 0.9, 0.8, 0.6, 0.4)) -> list[dict]:
+def probe(model, n: int = 64, sigmas=(0.99, 0.95, 0.9, 0.8, 0.6, 0.4), clock: bool = False) -> list[dict]:
     from sf_core.sampling.denoiser import Denoiser
     from sf_core.sampling.schedule import FlowSchedule
     from sf_core.toy import codec
@@ -42,9 +43,10 @@ def probe(model, n: int = 64, sigmas=(0.99, 0.95, 0.9, 0.8, 0.6, 0.4)) -> list[d
     from sf_core.toy.text import ToyTextEncoder
     from sf_core.toy.world import COLOURS, SHAPES, render, sample_scene
 
+    world = dataclasses.replace(WORLD, clock=clock)
     g = torch.Generator().manual_seed(123)
-    scenes = [sample_scene(g, WORLD) for _ in range(n)]
-    x0 = codec.encode(torch.stack([render(s, TRAIN_FRAMES, WORLD) for s in scenes]))
+    scenes = [sample_scene(g, world) for _ in range(n)]
+    x0 = codec.encode(torch.stack([render(s, TRAIN_FRAMES, world) for s in scenes]))
     colours, shapes = list(COLOURS), list(SHAPES)
 
     def prompt(s, **kw):
@@ -116,16 +118,18 @@ def motion_fate(video, prompt: str) -> str:
     return "direction wrong" if s == want["speed"] else "both wrong"
 
 
-def sweep(model, pairs: list[tuple[float, float]], videos: int | None) -> list[dict]:
+def sweep(model, pairs: list[tuple[float, float]], videos: int | None, clock: bool = False) -> list[dict]:
     from sf_core.toy import codec
     from sf_core.toy.evaluate import eval_prompts, measure, teacher_sample
+    from sf_core.toy.spec import WORLD
 
+    world = dataclasses.replace(WORLD, clock=clock)
     prompts = eval_prompts(videos)
     rows = []
     for cfg, motion in pairs:
         t0 = time.perf_counter()
         lat = teacher_sample(model, prompts, guidance=cfg, motion_guidance=motion)
-        res = measure(lat, prompts)["x1"]
+        res = measure(lat, prompts, world)["x1"]
         fates = collections.Counter(motion_fate(v, p) for v, p in zip(codec.decode(lat), prompts))
         rows.append({"cfg": cfg, "motion": motion, "videos": len(prompts),
                      **{k: round(res[k], 4) for k in ("shape_acc", "colour_acc", "prompt_motion", "moving",
@@ -143,6 +147,7 @@ def main() -> int:
     ap.add_argument("--sweep", nargs="*", default=[], metavar="CFG:MOTION", help="guidance pairs to sample")
     ap.add_argument("--videos", type=int, help="N of the 144 prompts, evenly spread (default: all)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--clock", action="store_true", help="the model was trained on the world with a clock")
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
     torch.set_num_threads(args.threads)
@@ -159,10 +164,10 @@ def main() -> int:
         ap.error("nothing to do: give --probe and/or --sweep CFG:MOTION ...")
     model = load_toy_transformer(args.weights).eval()
     if args.probe:
-        for row in probe(model):
+        for row in probe(model, clock=args.clock):
             print(json.dumps(row), flush=True)
     if pairs:
-        sweep(model, pairs, args.videos)
+        sweep(model, pairs, args.videos, args.clock)
     return 0
 
 

@@ -172,3 +172,34 @@ def test_image_mix_gives_a_clean_first_frame_and_leaves_it_out_of_the_loss():
         flow = model(xt, t, ctx)
     want = ((flow - (eps - x0))[:, :, 1:] ** 2).mean()
     assert float(loss.detach()) == pytest.approx(float(want), rel=1e-5)
+
+
+def test_world_with_a_clock_ticks_on_the_wall_and_leaves_the_metrics_alone():
+    from sf_core.toy.metrics import score_video
+    from sf_core.toy.world import WorldError, WorldSpec, render, sample_scene
+
+    plain, clocked = WorldSpec(), WorldSpec(clock=True)
+    for seed in range(5):
+        a = sample_scene(torch.Generator().manual_seed(seed), plain)
+        b = sample_scene(torch.Generator().manual_seed(seed), clocked)
+        assert dataclasses.replace(b, clock=0) == a  # the ticker's phase is drawn last: same scenes otherwise
+        assert 0 <= b.clock < clocked.clock_period == 14
+        va, vb = render(a, 20, plain), render(b, 20, clocked)
+        changed = (va != vb).any(dim=0)  # [T, H, W]
+        assert changed.sum(dim=(1, 2)).tolist() == [1] * 20  # one pixel per frame...
+        for t in range(20):
+            (y, x), = changed[t].nonzero().tolist()
+            assert y == 0 and x == 1 + (b.clock + t) % 14  # ...on the top wall, one step right per frame
+            assert vb[:, t, y, x].tolist() == [1.0, 1.0, 1.0]
+        sa, sb = score_video(va, a.prompt, plain), score_video(vb, b.prompt, clocked)
+        for k in sa:
+            assert torch.allclose(sa[k], sb[k], equal_nan=True), k  # flicker too: the walls are left out
+    with pytest.raises(WorldError, match="needs a wall"):
+        WorldSpec(clock=True, wall=0, height=12, width=12)
+
+
+def test_clock_is_recorded_with_the_stage(tmp_path):
+    recipes._check_data_record(tmp_path, {"motion_dropout": 0.0, "prompt_dropout": 0.1, "clock": True})
+    with pytest.raises(ValueError, match="clock"):
+        recipes._check_data_record(tmp_path, {"motion_dropout": 0.0, "prompt_dropout": 0.1, "clock": False})
+    assert recipes.dataset("teacher", 0, clock=True).spec.clock and not recipes.dataset("teacher", 0).spec.clock

@@ -37,7 +37,7 @@ def cmd_train(args) -> int:
         t0 = time.perf_counter()
         path = recipes.train_stage(stage, args.seed, args.root, steps=args.steps,
                                    overrides=parse_set_args(args.set) if args.set else None,
-                                   motion_dropout=args.motion_dropout)
+                                   motion_dropout=args.motion_dropout, clock=args.clock)
         print(json.dumps({"stage": stage, "seed": args.seed, "weights": str(path),
                           "minutes": round((time.perf_counter() - t0) / 60, 1)}))
     return 0
@@ -133,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--motion-dropout", type=float, metavar="P",
                    help="fraction of training prompts reduced to the object's words ('a red square'), so the "
                         "model also learns the motion-free score that motion guidance needs (default: the stage's)")
+    p.add_argument("--clock", action="store_true",
+                   help="train on the world with a ticker on its top wall (a world that is not time-reversible; "
+                        "docs/toy_world.md)")
     p.set_defaults(fn=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate every trained stage of a seed: 1x and 4x rollouts")

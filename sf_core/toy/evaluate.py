@@ -81,9 +81,10 @@ def teacher_sample(model, prompts: list[str], frames: int = TRAIN_FRAMES, seed: 
     return torch.cat(outs)
 
 
-def measure(latents: torch.Tensor, prompts: list[str]) -> dict:
-    """Per-frame curves and window summaries of decoded latents [N, 12, T, 8, 8]."""
-    scores = score_batch(codec.decode(latents), prompts, WORLD)
+def measure(latents: torch.Tensor, prompts: list[str], spec=WORLD) -> dict:
+    """Per-frame curves and window summaries of decoded latents [N, 12, T, 8, 8] (`spec`: the world they were
+    trained on; one with a clock leaves the walls out of the flicker)."""
+    scores = score_batch(codec.decode(latents), prompts, spec)
     t = latents.shape[2]
     out = {"per_frame": per_frame(scores), "x1": summarize(scores, 0, min(t, TRAIN_FRAMES)),
            "videos": len(prompts), "frames": t}

@@ -18,7 +18,8 @@ against the physics of the world (straight motion at one of its velocities, boun
    per video), `moving` (1 if the fitted motion is not static; one value per video: every world object moves,
    and a still object trivially has no drift), `pos_err` (pixels from the fitted trajectory), `motion_err`
    (error of the frame-to-frame displacement, px/frame), `flicker` (mean absolute change of background pixels
-   between consecutive frames, intensity in [0, 1]) and `present`.
+   between consecutive frames, intensity in [0, 1]; the walls are left out in a world with a clock, whose ticker
+   moves by design) and `present`.
 Errors are capped (pos 4 px = a quarter of the frame, motion 1 px/frame = the fast speed, colour 1) and an
 absent object scores the cap, so a method cannot look good by losing the object; the caps are where the
 object is lost anyway.
@@ -167,6 +168,8 @@ def score_video(video: torch.Tensor, prompt: str, spec: WorldSpec | None = None,
     img = ((video.float() + 1) / 2).clamp(0, 1)
     fg = F.max_pool2d(det["mask"].float().unsqueeze(1), 3, stride=1, padding=1).squeeze(1) > 0  # dilate 1 px
     bg = ~(fg[1:] | fg[:-1])  # [T-1, H, W]
+    if spec.clock:  # the ticker changes two wall pixels every frame by design: not flicker
+        bg = bg & (spec.walls() == 0)
     diff = (img[:, 1:] - img[:, :-1]).abs().mean(dim=0)
     flick = (diff * bg).sum(dim=(1, 2)) / bg.sum(dim=(1, 2)).clamp(min=1)
     out["flicker"] = torch.cat([torch.full((1,), float("nan")), flick])

@@ -23,6 +23,7 @@ and timestep draws (the trainer's keyed generators) and the initial weights. A s
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from pathlib import Path
 import torch
 
 from .data import ToyWorldDataset
-from .spec import CHUNK_FRAMES, LATENT_HW, SHIFT, STEPS, TEACHER_CFG, TRAIN_FRAMES, toy_wan_config
+from .spec import CHUNK_FRAMES, LATENT_HW, SHIFT, STEPS, TEACHER_CFG, TRAIN_FRAMES, WORLD, toy_wan_config
 
 log = logging.getLogger(__name__)
 
@@ -154,10 +155,11 @@ def write_init(seed: int, root: str | Path, config=None) -> Path:
     return path
 
 
-def dataset(stage: str, seed: int, motion_dropout: float | None = None) -> ToyWorldDataset:
+def dataset(stage: str, seed: int, motion_dropout: float | None = None, clock: bool = False) -> ToyWorldDataset:
     s = SETTINGS[stage]
     md = s.motion_dropout if motion_dropout is None else motion_dropout
-    return ToyWorldDataset(seed, prompt_dropout=s.prompt_dropout, motion_dropout=md, latents=s.latents)
+    spec = dataclasses.replace(WORLD, clock=True) if clock else WORLD
+    return ToyWorldDataset(seed, prompt_dropout=s.prompt_dropout, motion_dropout=md, latents=s.latents, spec=spec)
 
 
 def _check_needs(stage: str, root: Path, seed: int) -> None:
@@ -207,13 +209,14 @@ def make_ode_pairs(seed: int, root: str | Path, prompts: int = ODE_PROMPTS) -> P
 
 def train_stage(stage: str, seed: int = 0, root: str | Path = DEFAULT_ROOT, *, steps: int | None = None,
                 overrides: dict | None = None, model_config=None, ode_prompts: int = ODE_PROMPTS,
-                motion_dropout: float | None = None) -> Path:
+                motion_dropout: float | None = None, clock: bool = False) -> Path:
     """Run one stage from scratch (or resume it) and return its exported weights.
 
     overrides: dotted `TrainConfig` overrides ({"data.batch_size": 4}); model_config: the teacher's WanConfig
     (default `toy_wan_config()`; later stages take their sizes from the files they start from); ode_prompts:
     number of teacher ODE pairs (stage ode); motion_dropout: the fraction of training prompts reduced to the
-    object's words (default: the stage's setting), recorded in the stage folder (a resume must use the same).
+    object's words (default: the stage's setting); clock: train on the world with a ticker on its top wall
+    (`WorldSpec.clock`). Both are recorded in the stage folder (a resume must use the same).
     """
     from ..train.config import apply_overrides
     from ..train.distributed import init_distributed
@@ -237,10 +240,10 @@ def train_stage(stage: str, seed: int = 0, root: str | Path = DEFAULT_ROOT, *, s
              seed, cfg.max_steps, cfg.out_dir)
     torch.manual_seed(seed)
     info = init_distributed(cfg.dist)
-    data = None if stage == "ode" else dataset(stage, seed, motion_dropout)
+    data = None if stage == "ode" else dataset(stage, seed, motion_dropout, clock)
     if data is not None:
         _check_data_record(Path(cfg.out_dir), {"motion_dropout": data.motion_dropout,
-                                               "prompt_dropout": data.prompt_dropout})
+                                               "prompt_dropout": data.prompt_dropout, "clock": data.spec.clock})
     trainer = Trainer(cfg, info, dataset=data)
     if stage in FORCED:
         from .methods import ForcedDMD

@@ -47,6 +47,11 @@ class WorldSpec:
     visible walls it cannot tell where a bounce must happen or where "the right half" is.
     start: "half" = the start centre lies in the half the object moves away from (see `sample_scene`),
     "uniform" = anywhere.
+    clock: a ticker on the top wall -- one bright pixel that steps one pixel to the right every frame (wrapping
+    after the inner width; its position at frame 0 is drawn per scene). Why: without it the world is
+    time-reversible (a video played backwards is a valid video of the opposite direction), so nothing but the
+    prompt's direction word tells a model which way time runs, and a bidirectional model can all but ignore
+    that word (docs/toy_world.md). The ticker is on the wall, which the metrics never look at.
     """
 
     height: int = 16
@@ -56,6 +61,8 @@ class WorldSpec:
     wall_level: float = 0.3
     start: str = "half"
     fps: int = 8
+    clock: bool = False
+    clock_level: float = 1.0
 
     def __post_init__(self) -> None:
         need = int(4 * self.size + 2 * self.wall)
@@ -64,6 +71,13 @@ class WorldSpec:
                              f"inside walls of {self.wall}: use frames of at least {need} pixels per side")
         if self.start not in ("half", "uniform"):
             raise WorldError(f"start must be 'half' or 'uniform', got {self.start!r}")
+        if self.clock and not self.wall:
+            raise WorldError("clock=True needs a wall to draw the ticker on (wall >= 1)")
+
+    @property
+    def clock_period(self) -> int:
+        """Frames until the ticker is back where it started: the inner width of the top wall."""
+        return self.width - 2 * self.wall
 
     @property
     def bounds(self) -> tuple[tuple[float, float], tuple[float, float]]:
@@ -81,7 +95,8 @@ class WorldSpec:
 
 @dataclass(frozen=True)
 class Scene:
-    """One video of the world: the prompt's four attributes plus the start centre (x, y) in pixels."""
+    """One video of the world: the prompt's four attributes plus the start centre (x, y) in pixels (and, in a
+    world with a clock, the ticker's position at frame 0)."""
 
     shape: str
     colour: str
@@ -89,6 +104,7 @@ class Scene:
     speed: str
     x: float
     y: float
+    clock: int = 0
 
     def __post_init__(self) -> None:
         for name, value, allowed in (("shape", self.shape, SHAPES), ("colour", self.colour, COLOURS),
@@ -180,6 +196,10 @@ def render(scene: Scene, frames: int, spec: WorldSpec | None = None) -> torch.Te
     alpha = coverage(scene.shape, scene_trajectory(scene, frames, spec), spec).unsqueeze(0)  # [1, T, H, W]
     rgb = torch.tensor(scene.rgb).view(3, 1, 1, 1)
     back = (spec.walls() * spec.wall_level).expand(3, frames, -1, -1)
+    if spec.clock:
+        back = back.clone()
+        t = torch.arange(frames)
+        back[:, t, 0, spec.wall + (scene.clock + t) % spec.clock_period] = spec.clock_level
     return (back * (1 - alpha) + rgb * alpha) * 2.0 - 1.0
 
 
@@ -207,7 +227,8 @@ def sample_scene(g: torch.Generator, spec: WorldSpec | None = None) -> Scene:
         if spec.start == "half":
             lo, hi = (mid, hi) if d < 0 else (lo, mid) if d > 0 else (lo, hi)
         centre.append(lo + (hi - lo) * ui)
-    return Scene(shape, colour, direction, speed, centre[0], centre[1])
+    clock = int(torch.randint(0, spec.clock_period, (1,), generator=g)) if spec.clock else 0  # drawn last
+    return Scene(shape, colour, direction, speed, centre[0], centre[1], clock)
 
 
 def sample_batch(batch: int, frames: int, seed: int | torch.Generator, spec: WorldSpec | None = None
