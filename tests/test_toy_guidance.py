@@ -87,19 +87,24 @@ def test_guided_denoiser_is_cfg_plus_the_motion_term():
             Guidance(motion=bad)
 
 
-def _step(mix: float, method=FlowMatching):
+def _setup(ids: list[int], step: int, **supervised):
+    """A tiny 6-frame config with `supervised` settings, a batch of toy-world samples `ids`, a step env."""
     cfg = TrainConfig.tiny(out_dir="unused")
-    cfg = dataclasses.replace(cfg, supervised=dataclasses.replace(cfg.supervised, causal_mix=mix),
+    cfg = dataclasses.replace(cfg, supervised=dataclasses.replace(cfg.supervised, **supervised),
                               rollout=dataclasses.replace(cfg.rollout, num_frames=6, latent_height=8, latent_width=8,
                                                           chunk_frames=3))
     data = ToyWorldDataset(2, frames=6)
-    samples = [data[i] for i in range(8)]
-    ctx = torch.zeros(8, 8, 32)
+    samples = [data[i] for i in ids]
+    ctx = torch.zeros(len(ids), 8, 32)
     for i, s in enumerate(samples):
         ctx[i, :s.embeds.shape[0]] = s.embeds
-    batch = Batch(list(range(100, 108)), ctx, torch.zeros(8, 8, 32), [s.prompt for s in samples],
+    batch = Batch(list(ids), ctx, torch.zeros(len(ids), 8, 32), [s.prompt for s in samples],
                   torch.stack([s.latents for s in samples]))
-    env = StepEnv(cfg, 7, DistInfo(0, 1, 0, 1, torch.device("cpu"), "gloo"), torch.float32)
+    return cfg, batch, StepEnv(cfg, step, DistInfo(0, 1, 0, 1, torch.device("cpu"), "gloo"), torch.float32)
+
+
+def _step(mix: float, method=FlowMatching):
+    cfg, batch, env = _setup(list(range(100, 108)), 7, causal_mix=mix)
     return method(cfg).generator_loss(Nets(_model(3)), batch, env)
 
 
@@ -140,19 +145,8 @@ def test_a_stage_refuses_to_resume_with_other_dataset_settings(tmp_path):
 def test_image_mix_gives_a_clean_first_frame_and_leaves_it_out_of_the_loss():
     """Independent computation of the image-to-video samples' loss: frame 0 exactly clean at timestep 0, the
     other frames noised at the sample's level, the flow error averaged over frames 1.. only."""
-    cfg = TrainConfig.tiny(out_dir="unused")
-    cfg = dataclasses.replace(cfg, supervised=dataclasses.replace(cfg.supervised, image_mix=1.0,
-                                                                  loss_weighting=False),
-                              rollout=dataclasses.replace(cfg.rollout, num_frames=6, latent_height=8, latent_width=8,
-                                                          chunk_frames=3))
-    data = ToyWorldDataset(2, frames=6)
-    samples = [data[i] for i in range(4)]
-    ctx = torch.zeros(4, 8, 32)
-    for i, s in enumerate(samples):
-        ctx[i, :s.embeds.shape[0]] = s.embeds
-    x0 = torch.stack([s.latents for s in samples])
-    batch = Batch(list(range(4)), ctx, torch.zeros(4, 8, 32), [s.prompt for s in samples], x0)
-    env = StepEnv(cfg, 3, DistInfo(0, 1, 0, 1, torch.device("cpu"), "gloo"), torch.float32)
+    cfg, batch, env = _setup(list(range(4)), 3, image_mix=1.0, loss_weighting=False)
+    x0, ctx = batch.latents, batch.context
     model = _model(4)
     loss, logs = FlowMatching(cfg).generator_loss(Nets(model), batch, env)
     assert set(logs) == {"generator_loss", "loss_image"}
