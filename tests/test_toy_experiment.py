@@ -42,8 +42,9 @@ def test_stats_and_table():
 def test_tiny_two_seed_run_resumes_and_reports(tmp_path):
     plan = ex.Plan(seeds=[0, 1], stages=["teacher", "tf", "cd", "cd_dmd"], scale=0.002, root=str(tmp_path / "r"),
                    videos=2)
-    assert plan.steps("teacher") == 20 and plan.steps("cd") == 2
+    assert plan.steps("teacher", recipes.Recipe()) == 40 and plan.steps("cd", recipes.Recipe()) == 2
     results = ex.run(plan)
+    assert recipes.root_recipe(plan.root) == recipes.Recipe()  # recorded by the first stage
     for seed in (0, 1):
         assert set(results[seed]) == {"teacher", "tf", "cd", "cd_dmd"}
         assert {"x1", "x4_tail", "x16_tail", "x16"} <= set(results[seed]["cd_dmd"])

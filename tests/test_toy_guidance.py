@@ -11,7 +11,7 @@ from sf_core.sampling.denoiser import Denoiser
 from sf_core.sampling.schedule import FlowSchedule
 from sf_core.toy import recipes
 from sf_core.toy.data import ToyWorldDataset
-from sf_core.toy.guidance import Guidance, GuidedDenoiser, object_prompt
+from sf_core.toy.guidance import Guidance, guided_denoiser, object_prompt
 from sf_core.toy.text import ToyTextEncoder
 from sf_core.train.config import TrainConfig
 from sf_core.train.distributed import DistInfo
@@ -75,11 +75,11 @@ def test_guided_denoiser_is_cfg_plus_the_motion_term():
     t = torch.full((2, 6), 800.0)
     with torch.no_grad():
         stock = Denoiser(m, sch, enc.encode(prompts), negative=enc.encode(["", ""]), guidance=1.5)(x, t)
-        assert torch.equal(GuidedDenoiser(m, sch, prompts, Guidance(cfg=1.5))(x, t), stock)
+        assert torch.equal(guided_denoiser(m, sch, prompts, Guidance(cfg=1.5))(x, t), stock)
         c = Denoiser(m, sch, enc.encode(prompts))(x, t)
         u = Denoiser(m, sch, enc.encode(["", ""]))(x, t)
         o = Denoiser(m, sch, enc.encode(["red square", "blue circle"]))(x, t)
-        got = GuidedDenoiser(m, sch, prompts, Guidance(cfg=1.5, motion=3.0))(x, t)
+        got = guided_denoiser(m, sch, prompts, Guidance(cfg=1.5, motion=3.0))(x, t)
     assert (got - (c + 1.5 * (c - u) + 3.0 * (c - o))).abs().max() < 1e-5
     assert (o - c).abs().max() > 1e-3  # the motion words change the estimate, so the term is not zero
     for bad in (-1.0, float("nan"), float("inf")):
@@ -196,4 +196,24 @@ def test_clock_is_recorded_with_the_stage(tmp_path):
     recipes._check_data_record(tmp_path, {"motion_dropout": 0.0, "prompt_dropout": 0.1, "clock": True})
     with pytest.raises(ValueError, match="clock"):
         recipes._check_data_record(tmp_path, {"motion_dropout": 0.0, "prompt_dropout": 0.1, "clock": False})
-    assert recipes.dataset("teacher", 0, clock=True).spec.clock and not recipes.dataset("teacher", 0).spec.clock
+    clocked = recipes.Recipe(clock=True)
+    assert recipes.dataset("teacher", 0, clocked).spec.clock and not recipes.dataset("teacher", 0).spec.clock
+
+
+def test_a_root_records_its_recipe_and_its_stages_follow_it(tmp_path):
+    new = recipes.root_recipe(tmp_path / "a", {"clock": True, "motion_guidance": None})
+    assert new == recipes.Recipe(clock=True) and new.world.clock
+    assert recipes.root_recipe(tmp_path / "a") == new  # read back by every later stage
+    with pytest.raises(ValueError, match=r"another recipe: \{'clock': \(True, False\)\}"):
+        recipes.root_recipe(tmp_path / "a", {"clock": False})
+    legacy = tmp_path / "b" / "seed0"
+    legacy.mkdir(parents=True)
+    (legacy / "teacher.safetensors").write_bytes(b"")
+    assert recipes.root_recipe(tmp_path / "b") == recipes.LEGACY  # a root trained before records
+    cfg = recipes.base_config("sf", 0, tmp_path / "a", recipe=new)
+    assert cfg.dmd.partial_guidance == new.motion_guidance == cfg.supervised.ode_partial_guidance
+    teacher = recipes.base_config("teacher", 0, tmp_path / "a", recipe=new)
+    assert (teacher.max_steps, teacher.supervised.image_mix) == (new.teacher_steps, new.image_mix)
+    assert recipes.base_config("tf", 0, tmp_path / "a", recipe=new).supervised.image_mix == 0.0
+    assert recipes.dataset("teacher", 0, new).motion_dropout == new.motion_dropout
+    assert recipes.dataset("sf", 0, new).motion_dropout == 0.0

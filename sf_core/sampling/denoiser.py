@@ -33,6 +33,10 @@ class Denoiser:
     model: a Wan module tree (ours or ComfyUI's). schedule: the grid used to turn t into sigma (shift 5
     for a Self Forcing generator; the official score wrappers use 8). context / negative: text embeddings
     [B, L, text_dim]; guidance > 0 applies CFG in x0 space: x0_c + guidance * (x0_c - x0_u).
+
+    partial / partial_guidance: a second contrast, against the prompt with the words to amplify left out
+    ("a red square" for "a red square moving left fast"): x0 + partial_guidance * (x0_c - x0_partial) is added
+    on top of CFG, so only what those words change is pushed further (one more forward when nonzero).
     """
 
     model: object
@@ -41,6 +45,8 @@ class Denoiser:
     negative: torch.Tensor | None = None
     guidance: float = 0.0
     dtype: torch.dtype | None = None
+    partial: torch.Tensor | None = None
+    partial_guidance: float = 0.0
     backend: str = "sdpa"
     checkpoint: bool = False
     extra: dict = field(default_factory=dict)
@@ -59,19 +65,22 @@ class Denoiser:
         b, _, f = x.shape[:3]
         t = frame_timesteps(t, b, f, x.device)
         sigma = self.schedule.sigma(t)
-        x0 = flow_to_x0(x, self.flow(x, t, cache=cache, start_frame=start_frame, mask=mask), sigma)
-        if self.guidance:
-            if self.negative is None:
-                raise ValueError("guidance > 0 needs negative (unconditional) text embeddings")
+        x0 = xc = flow_to_x0(x, self.flow(x, t, cache=cache, start_frame=start_frame, mask=mask), sigma)
+        for w, other, what in ((self.guidance, self.negative, "negative (unconditional)"),
+                               (self.partial_guidance, self.partial, "partial-prompt")):
+            if not w:
+                continue
+            if other is None:
+                raise ValueError(f"a guidance weight > 0 needs {what} text embeddings")
             if cache is not None:
-                raise ValueError("CFG with a KV cache is not supported: the cache holds one condition")
-            xu = flow_to_x0(x, self.flow(x, t, context=self.negative, mask=mask), sigma)
-            x0 = x0 + self.guidance * (x0 - xu)
+                raise ValueError("guidance with a KV cache is not supported: the cache holds one condition")
+            x0 = x0 + w * (xc - flow_to_x0(x, self.flow(x, t, context=other, mask=mask), sigma))
         return x0
 
     def can_merge(self, cache: KVCache, prev_start: int, prev_frames: int, start_frame: int, frames: int) -> bool:
         """Whether `merged` can commit the finished chunk at `prev_start` inside the next chunk's first call."""
-        return (not self.guidance and model_dims(self.model)[3][0] == 1 and start_frame == prev_start + prev_frames
+        return (not self.guidance and not self.partial_guidance and model_dims(self.model)[3][0] == 1
+                and start_frame == prev_start + prev_frames
                 and cache.mergeable(prev_start, prev_frames, frames))
 
     def merged(self, x_prev: torch.Tensor, prev_start: int, x: torch.Tensor, t, *, cache: KVCache, start_frame: int,

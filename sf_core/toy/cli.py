@@ -37,7 +37,7 @@ def cmd_train(args) -> int:
         t0 = time.perf_counter()
         path = recipes.train_stage(stage, args.seed, args.root, steps=args.steps,
                                    overrides=parse_set_args(args.set) if args.set else None,
-                                   motion_dropout=args.motion_dropout, clock=args.clock)
+                                   recipe=asked_recipe(args))
         print(json.dumps({"stage": stage, "seed": args.seed, "weights": str(path),
                           "minutes": round((time.perf_counter() - t0) / 60, 1)}))
     return 0
@@ -51,7 +51,9 @@ def cmd_eval(args) -> int:
     if args.plot:
         ev.check_plotting()  # before minutes of rollouts, not after
     frames = args.factor * ev.TRAIN_FRAMES
-    results: dict[str, dict] = {"ground truth": ev.ground_truth(args.videos, frames=frames, seed=args.eval_seed)}
+    rec = recipes.root_recipe(args.root)
+    results: dict[str, dict] = {"ground truth": ev.ground_truth(args.videos, frames=frames, seed=args.eval_seed,
+                                                                spec=rec.world)}
     for stage in EXPERIMENT_STAGES:
         path = recipes.stage_weights(args.root, args.seed, stage)
         if not path.is_file():
@@ -60,9 +62,11 @@ def cmd_eval(args) -> int:
         model = load_toy_transformer(path)
         t0 = time.perf_counter()
         if stage == "teacher":
-            results[LABELS[stage]] = ev.evaluate_teacher(model, args.videos, args.eval_seed)
+            results[LABELS[stage]] = ev.evaluate_teacher(model, args.videos, args.eval_seed, spec=rec.world,
+                                                         motion_guidance=rec.motion_guidance)
         else:
-            results[LABELS[stage]] = ev.evaluate_student(model, args.videos, frames=frames, seed=args.eval_seed)
+            results[LABELS[stage]] = ev.evaluate_student(model, args.videos, frames=frames, seed=args.eval_seed,
+                                                         spec=rec.world)
         log.info("evaluated %s in %.0f s", stage, time.perf_counter() - t0)
     out = Path(args.out)
     ev.save({"seed": args.seed, "eval_seed": args.eval_seed, "results": results}, out)
@@ -85,7 +89,7 @@ def cmd_experiment(args) -> int:
         ev.check_plotting()
     root = args.root or (str(recipes.DEFAULT_ROOT) if args.scale == 1.0 else f"runs/toy_scale{args.scale:g}")
     plan = ex.Plan(seeds=args.seeds, stages=args.stages or list(ex.EXPERIMENT_STAGES), scale=args.scale, root=root,
-                   videos=args.videos, eval_seed=args.eval_seed)
+                   videos=args.videos, eval_seed=args.eval_seed, recipe=asked_recipe(args))
     results = ex.run(plan, train=not args.eval_only, evaluate=not args.train_only)
     if args.train_only:
         return 0
@@ -115,6 +119,28 @@ def cmd_ship(args) -> int:
     return 0
 
 
+def recipe_options(p) -> None:
+    g = p.add_argument_group("recipe", "recorded in <root>/recipe.json by the root's first stage; later runs may "
+                                       "leave them out (a value that differs from the record is refused)")
+    d = recipes.Recipe()
+    g.add_argument("--motion-dropout", type=float, metavar="P",
+                   help=f"share of the teacher's prompts reduced to the object's words ('a red square'), so it also "
+                        f"learns the motion-free score that motion guidance needs (default {d.motion_dropout})")
+    g.add_argument("--image-mix", type=float, metavar="P",
+                   help=f"share of the teacher's samples with a clean first frame (default {d.image_mix})")
+    g.add_argument("--motion-guidance", type=float, metavar="W",
+                   help=f"the teacher's motion guidance in DMD's real score and the ODE pairs (default "
+                        f"{d.motion_guidance}; 0 = off)")
+    g.add_argument("--teacher-steps", type=int, metavar="N", help=f"teacher steps (default {d.teacher_steps})")
+    g.add_argument("--clock", action="store_true", default=None,
+                   help="the world with a ticker on its top wall (not time-reversible; docs/toy_world.md)")
+
+
+def asked_recipe(args) -> dict:
+    return {k: getattr(args, k) for k in ("motion_dropout", "image_mix", "motion_guidance", "teacher_steps",
+                                          "clock")}
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m sf_core.toy", description="the toy world and its models")
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -130,12 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a TrainConfig value of the stage (dotted key, JSON value), e.g. --set "
                         "supervised.shift=2.0; repeatable. Use a separate --root: later stages read this one's weights")
-    p.add_argument("--motion-dropout", type=float, metavar="P",
-                   help="fraction of training prompts reduced to the object's words ('a red square'), so the "
-                        "model also learns the motion-free score that motion guidance needs (default: the stage's)")
-    p.add_argument("--clock", action="store_true",
-                   help="train on the world with a ticker on its top wall (a world that is not time-reversible; "
-                        "docs/toy_world.md)")
+    recipe_options(p)
     p.set_defaults(fn=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate every trained stage of a seed: 1x and 4x rollouts")
@@ -161,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-only", action="store_true", help="evaluate what is trained, train nothing")
     p.add_argument("--out", default="docs/toy_experiment", help="summary path stem (.json, .md, .png)")
     p.add_argument("--plot", default="1", help="'' = no plot (the plot needs matplotlib)")
+    recipe_options(p)
     p.set_defaults(fn=cmd_experiment)
 
     p = sub.add_parser("ship", help="make a trained sf student the embedded default model")

@@ -7,7 +7,9 @@ toy latent space, with its prompt's embeddings. A fixed fraction of samples (cho
 its prompt dropped -- empty prompt, all-zero embedding -- so the teacher also learns the unconditional
 score that classifier-free guidance needs. Another fraction (`motion_dropout`, an independent draw) keeps only
 the object's words ("a red square"): the teacher then also learns the motion-free score that *motion guidance*
-contrasts the full prompt with (`sf_core.toy.guidance`).
+contrasts the full prompt with (`sf_core.toy.guidance`). Every sample carries that object prompt's embedding
+as its partial prompt (`Sample.partial`), for the trainer's partial guidance (`dmd.partial_guidance`,
+`supervised.ode_partial_guidance`).
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import torch
 from ..train.data import Sample, trim_embedding  # the trainer's record type and embedding trim
 from ..train.rng import keyed_generator as keyed  # the trainer's keyed draws
 from . import codec
+from .guidance import object_prompt
 from .text import ToyTextEncoder
 from .world import WorldSpec, render, sample_scene
 
@@ -85,4 +88,5 @@ class ToyWorldDataset:
         lat = None
         if self.with_latents:
             lat = codec.encode(render(scene, self.frames, self.spec)[None])[0]
-        return Sample(int(i), prompt, embeds, lat)
+        partial = trim_embedding(self.encoder.encode([object_prompt(prompt)])[0])
+        return Sample(int(i), prompt, embeds, lat, partial=partial)

@@ -68,13 +68,13 @@ def teacher_sample(model, prompts: list[str], frames: int = TRAIN_FRAMES, seed: 
     (`guidance`, against the empty prompt) and motion guidance (against the object prompt, `sf_core.toy.guidance`)."""
     from ..sampling.schedule import FlowSchedule
     from ..train.methods.ode import ode_trajectory
-    from .guidance import GuidedDenoiser, Guidance
+    from .guidance import Guidance, guided_denoiser
 
     how = Guidance(cfg=guidance, motion=motion_guidance)
     outs = []
     for a in range(0, len(prompts), batch):
         part = prompts[a:a + batch]
-        den = GuidedDenoiser(model, FlowSchedule(shift), part, how)
+        den = guided_denoiser(model, FlowSchedule(shift), part, how)
         g = torch.Generator().manual_seed(seed + a)
         noise = torch.randn((len(part), model.config.in_dim, frames, *LATENT_HW), generator=g)
         outs.append(ode_trajectory(den, noise, steps, shift, (steps,))[:, 0])
@@ -97,17 +97,19 @@ def measure(latents: torch.Tensor, prompts: list[str], spec=WORLD) -> dict:
 
 
 def evaluate_student(model, videos: int | None = None, frames: int = LONG * TRAIN_FRAMES, seed: int = 0,
-                     **kw) -> dict:
+                     spec=WORLD, **kw) -> dict:
     prompts = eval_prompts(videos)
-    return measure(student_rollout(model, prompts, frames, seed, **kw), prompts)
+    return measure(student_rollout(model, prompts, frames, seed, **kw), prompts, spec)
 
 
-def evaluate_teacher(model, videos: int | None = None, seed: int = 0, **kw) -> dict:
+def evaluate_teacher(model, videos: int | None = None, seed: int = 0, spec=WORLD, **kw) -> dict:
+    """kw: `teacher_sample` options (motion_guidance=w for a teacher trained with motion dropout)."""
     prompts = eval_prompts(videos)
-    return measure(teacher_sample(model, prompts, TRAIN_FRAMES, seed, **kw), prompts)
+    return measure(teacher_sample(model, prompts, TRAIN_FRAMES, seed, **kw), prompts, spec)
 
 
-def ground_truth(videos: int | None = None, frames: int = LONG * TRAIN_FRAMES, seed: int = 0) -> dict:
+def ground_truth(videos: int | None = None, frames: int = LONG * TRAIN_FRAMES, seed: int = 0,
+                 spec=WORLD) -> dict:
     """The metrics of real world videos of the eval prompts (the ceiling; start centres drawn from `seed`)."""
     from .world import Scene, render, sample_scene
     from .text import parse_prompt
@@ -116,10 +118,11 @@ def ground_truth(videos: int | None = None, frames: int = LONG * TRAIN_FRAMES, s
     prompts = eval_prompts(videos)
     vids = []
     for p in prompts:
-        s = sample_scene(g, WORLD)
+        s = sample_scene(g, spec)
         a = parse_prompt(p)
-        vids.append(render(Scene(a["shape"], a["colour"], a["direction"], a["speed"], s.x, s.y), frames, WORLD))
-    return measure(codec.encode(torch.stack(vids)), prompts)
+        vids.append(render(Scene(a["shape"], a["colour"], a["direction"], a["speed"], s.x, s.y, clock=s.clock),
+                           frames, spec))
+    return measure(codec.encode(torch.stack(vids)), prompts, spec)
 
 
 RECORD_STRIDE, RECORD_FRAMES = 12, 24  # the shipped model's record: 12 spread prompts, 2x the training length

@@ -41,31 +41,36 @@ class Plan:
     root: str = str(recipes.DEFAULT_ROOT)
     videos: int | None = None  # None = all 144 prompts
     eval_seed: int = 0
+    recipe: dict | None = None  # `recipes.Recipe` fields asked for (the root's record decides)
 
-    def steps(self, stage: str) -> int | None:
+    def steps(self, stage: str, recipe: recipes.Recipe) -> int | None:
         """The stage's steps at this scale (None = the recipe's own)."""
         if self.scale == 1.0:
             return None
-        return max(1, round(recipes.SETTINGS[stage].steps * self.scale))
+        return max(1, round(recipes.stage_steps(stage, recipe) * self.scale))
 
     @property
     def ode_prompts(self) -> int:
         return max(16, round(recipes.ODE_PROMPTS * self.scale))
 
 
-def check_root(plan: Plan) -> None:
-    """Record the plan's scale in <root>/experiment.json; refuse a root that was trained at another scale."""
+def check_root(plan: Plan) -> recipes.Recipe:
+    """Record the plan's scale in <root>/experiment.json (refusing a root that was trained at another scale) and
+    return the root's recipe."""
+    recipe = recipes.root_recipe(plan.root, plan.recipe)
     path = Path(plan.root) / "experiment.json"
     rec = {"scale": plan.scale, "ode_prompts": plan.ode_prompts,
-           "steps": {s: plan.steps(s) or recipes.SETTINGS[s].steps for s in EXPERIMENT_STAGES}}
+           "steps": {s: plan.steps(s, recipe) or recipes.stage_steps(s, recipe) for s in EXPERIMENT_STAGES}}
     if path.is_file():
         old = json.loads(path.read_text(encoding="utf-8"))
         if old.get("scale") != plan.scale:
             raise ValueError(f"{plan.root} holds an experiment at scale {old.get('scale')}, not {plan.scale}: use "
                              f"another --root (e.g. runs/toy_scale{plan.scale}) or the same --scale")
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(rec, indent=1), encoding="utf-8")
+        return recipe
+    from ..fileio import atomic_write_text
+
+    atomic_write_text(path, json.dumps(rec, indent=1))
+    return recipe
 
 
 def _stamp(path: Path) -> list[int]:
@@ -77,7 +82,7 @@ def eval_path(plan: Plan, seed: int, stage: str) -> Path:
     return Path(plan.root) / f"seed{seed}" / "eval" / f"{stage}.json"
 
 
-def evaluate_stage(plan: Plan, seed: int, stage: str) -> dict:
+def evaluate_stage(plan: Plan, seed: int, stage: str, recipe: recipes.Recipe = recipes.LEGACY) -> dict:
     """The stage's metrics (cached beside its weights; recomputed when the weights changed)."""
     from .bundle import load_toy_transformer
 
@@ -90,9 +95,10 @@ def evaluate_stage(plan: Plan, seed: int, stage: str) -> dict:
     model = load_toy_transformer(weights)
     t0 = time.perf_counter()
     if stage == "teacher":
-        result = ev.evaluate_teacher(model, plan.videos, plan.eval_seed)
+        result = ev.evaluate_teacher(model, plan.videos, plan.eval_seed, spec=recipe.world,
+                                     motion_guidance=recipe.motion_guidance)
     else:
-        result = ev.evaluate_student(model, plan.videos, frames=FRAMES, seed=plan.eval_seed)
+        result = ev.evaluate_student(model, plan.videos, frames=FRAMES, seed=plan.eval_seed, spec=recipe.world)
     log.info("evaluated seed %d %s in %.0f s", seed, stage, time.perf_counter() - t0)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
@@ -104,7 +110,7 @@ def evaluate_stage(plan: Plan, seed: int, stage: str) -> dict:
 
 def run(plan: Plan, *, train: bool = True, evaluate: bool = True) -> dict[int, dict[str, dict]]:
     """Train (or resume) and evaluate every (seed, stage) of the plan; returns {seed: {stage: result}}."""
-    check_root(plan)
+    recipe = check_root(plan)
     results: dict[int, dict[str, dict]] = {}
     for seed in plan.seeds:
         results[seed] = {}
@@ -112,10 +118,11 @@ def run(plan: Plan, *, train: bool = True, evaluate: bool = True) -> dict[int, d
             weights = recipes.stage_weights(plan.root, seed, stage)
             if train and not weights.is_file():
                 t0 = time.perf_counter()
-                recipes.train_stage(stage, seed, plan.root, steps=plan.steps(stage), ode_prompts=plan.ode_prompts)
+                recipes.train_stage(stage, seed, plan.root, steps=plan.steps(stage, recipe),
+                                    ode_prompts=plan.ode_prompts)
                 log.info("trained seed %d %s in %.1f min", seed, stage, (time.perf_counter() - t0) / 60)
             if evaluate and weights.is_file():
-                results[seed][stage] = evaluate_stage(plan, seed, stage)
+                results[seed][stage] = evaluate_stage(plan, seed, stage, recipe)
     return results
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 
 from ..sampling.denoiser import Denoiser
 from ..sampling.schedule import FlowSchedule
@@ -44,23 +43,11 @@ class Guidance:
                 raise ValueError(f"guidance {name}={w} must be a finite number >= 0 (0 = off)")
 
 
-class GuidedDenoiser:
-    """x0 of the prompts' denoiser plus the guidance terms (one extra forward per nonzero weight)."""
-
-    def __init__(self, model, schedule: FlowSchedule, prompts: list[str], guidance: Guidance,
-                 encoder: ToyTextEncoder | None = None):
-        enc = encoder or ToyTextEncoder(text_dim=model.config.text_dim, text_len=model.config.text_len)
-        self.cond = Denoiser(model, schedule, enc.encode(prompts))
-        self.terms = []
-        if guidance.cfg:
-            self.terms.append((guidance.cfg, Denoiser(model, schedule, enc.encode([""] * len(prompts)))))
-        if guidance.motion:
-            self.terms.append((guidance.motion, Denoiser(model, schedule,
-                                                         enc.encode([object_prompt(p) for p in prompts]))))
-
-    def __call__(self, x: torch.Tensor, t) -> torch.Tensor:
-        x0 = self.cond(x, t)
-        out = x0
-        for w, den in self.terms:
-            out = out + w * (x0 - den(x, t))
-        return out
+def guided_denoiser(model, schedule: FlowSchedule, prompts: list[str], guidance: Guidance,
+                    encoder: ToyTextEncoder | None = None) -> Denoiser:
+    """The prompts' denoiser with both guidance terms (`sf_core.sampling.denoiser.Denoiser`: CFG against the
+    empty prompt, the partial-prompt term against the object prompts; one extra forward per nonzero weight)."""
+    enc = encoder or ToyTextEncoder(text_dim=model.config.text_dim, text_len=model.config.text_len)
+    return Denoiser(model, schedule, enc.encode(prompts), negative=enc.encode([""] * len(prompts)),
+                    guidance=guidance.cfg, partial=enc.encode([object_prompt(p) for p in prompts]),
+                    partial_guidance=guidance.motion)

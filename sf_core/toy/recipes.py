@@ -58,7 +58,6 @@ class StageSettings:
     betas: tuple[float, float] = (0.9, 0.99)
     ema_start: int = 0
     prompt_dropout: float = 0.0
-    motion_dropout: float = 0.0  # fraction of prompts reduced to the object's words (for motion guidance)
     latents: bool = True
 
 
@@ -78,6 +77,61 @@ ODE_PROMPTS = 512  # teacher ODE pairs (world prompts, each with its own noise)
 ODE_STEPS = 24
 
 
+@dataclass(frozen=True)
+class Recipe:
+    """How a root's stages are trained beyond their `SETTINGS`: written to `<root>/recipe.json` by the root's first
+    stage and read by every later stage and evaluation of that root (a root never mixes recipes).
+
+    motion_dropout: share of the teacher's prompts reduced to the object's words (it learns the motion-free
+    score); image_mix: share of the teacher's samples with a clean first frame (`supervised.image_mix`: it learns
+    which way time runs, docs/toy_world.md); motion_guidance: the teacher's partial-prompt guidance wherever it
+    teaches (DMD's real score `dmd.partial_guidance`, the ODE pairs) and in its reference samples; clock: the
+    world with a ticker on its wall; teacher_steps: the teacher's training steps.
+    """
+
+    motion_dropout: float = 0.15
+    image_mix: float = 0.3
+    motion_guidance: float = 2.0
+    clock: bool = False
+    teacher_steps: int = 20000
+
+    @property
+    def world(self):
+        return dataclasses.replace(WORLD, clock=True) if self.clock else WORLD
+
+
+# the recipe of roots trained before recipe.json existed (a teacher there and no record)
+LEGACY = Recipe(motion_dropout=0.0, image_mix=0.0, motion_guidance=0.0, clock=False, teacher_steps=10000)
+
+
+def root_recipe(root: str | Path, asked: dict | None = None) -> Recipe:
+    """The recipe of `root`: its record, else a new record (the default `Recipe` with `asked` applied, or `LEGACY`
+    for a root whose teacher predates records). `asked`: {field: value} given by the user (None = not given); a
+    value that differs from the record is refused."""
+    import json
+
+    asked = {k: v for k, v in (asked or {}).items() if v is not None}
+    path = Path(root) / "recipe.json"
+    if path.is_file():
+        rec = Recipe(**json.loads(path.read_text(encoding="utf-8")))
+        diff = {k: (getattr(rec, k), v) for k, v in asked.items() if getattr(rec, k) != v}
+        if diff:
+            raise ValueError(f"{root} is trained with another recipe: {diff} (recorded, asked); leave these options "
+                             f"out, or use another --root")
+        return rec
+    legacy = any(Path(root).glob("seed*/teacher.safetensors")) or any(Path(root).glob("seed*/teacher/checkpoints"))
+    rec = dataclasses.replace(LEGACY if legacy else Recipe(), **asked)
+    from ..fileio import atomic_write_text
+
+    Path(root).mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(dataclasses.asdict(rec), indent=1))
+    return rec
+
+
+def stage_steps(stage: str, recipe: Recipe) -> int:
+    return recipe.teacher_steps if stage == "teacher" else SETTINGS[stage].steps
+
+
 def stage_dir(root: str | Path, seed: int, stage: str) -> Path:
     return Path(root) / f"seed{seed}" / stage
 
@@ -87,8 +141,8 @@ def stage_weights(root: str | Path, seed: int, stage: str) -> Path:
     return Path(root) / f"seed{seed}" / f"{stage}.safetensors"
 
 
-def base_config(stage: str, seed: int, root: str | Path, *, steps: int | None = None):
-    """The `TrainConfig` of a stage (toy sizes, CPU single process, fp32)."""
+def base_config(stage: str, seed: int, root: str | Path, *, steps: int | None = None, recipe: Recipe = LEGACY):
+    """The `TrainConfig` of a stage (toy sizes, CPU single process, fp32) under `recipe`."""
     from ..train.config import (CheckpointConfig, DataConfig, DistConfig, DMDConfig, EMAConfig, ModelsConfig,
                                 OptimConfig, RolloutConfig, SupervisedConfig, TrainConfig)
 
@@ -103,7 +157,7 @@ def base_config(stage: str, seed: int, root: str | Path, *, steps: int | None = 
         models = ModelsConfig(generator=w("cd"), teacher=w("teacher"), critic=w("teacher"), init_seed=seed)
     elif stage == "cd":  # Causal Forcing++: the AR-diffusion (tf) model is both the start and the causal teacher
         models = ModelsConfig(generator=w("tf"), teacher=w("tf"), init_seed=seed)
-    n = steps or s.steps
+    n = steps or stage_steps(stage, recipe)
     data = DataConfig(batch_size=s.batch, **({"embeddings": "toy-world"} if s.method == "dmd" else
                                              {"latents": "toy-world"}))
     if stage == "ode":
@@ -126,11 +180,13 @@ def base_config(stage: str, seed: int, root: str | Path, *, steps: int | None = 
                               chunk_frames=CHUNK_FRAMES, denoising_steps=STEPS, shift=SHIFT),
         # teacher CFG: x0_c + TEACHER_CFG (x0_c - x0_u). Wan's Self Forcing uses 3; the toy teacher's own samples
         # lose shape accuracy at 3 (0.63 vs 0.82 at 1, docs/toy_world.md), so its students learn from 1
-        dmd=DMDConfig(guidance=TEACHER_CFG, update_ratio=5),
+        dmd=DMDConfig(guidance=TEACHER_CFG, update_ratio=5, partial_guidance=recipe.motion_guidance),
         # no bell weighting: it gives t ~ 1000 (nearly) zero weight, and the high-noise end is where a few-step
         # sampler decides where the object is and which way it goes
         supervised=SupervisedConfig(shift=SHIFT, loss_weighting=False, ode_steps=ODE_STEPS,
-                                    ode_guidance=TEACHER_CFG + 1.0, ode_keep=keep),
+                                    ode_guidance=TEACHER_CFG + 1.0, ode_keep=keep,
+                                    ode_partial_guidance=recipe.motion_guidance,
+                                    image_mix=recipe.image_mix if stage == "teacher" else 0.0),
         optim=OptimConfig(lr=s.lr, lr_critic=s.lr_critic or s.lr, betas=s.betas, betas_critic=s.betas,
                           weight_decay=0.0, max_grad_norm=1.0, max_grad_norm_critic=1.0),
         ema=EMAConfig(decay=0.95 if stage == "cd" else 0.99, start_step=min(s.ema_start, n - 1)),
@@ -155,11 +211,13 @@ def write_init(seed: int, root: str | Path, config=None) -> Path:
     return path
 
 
-def dataset(stage: str, seed: int, motion_dropout: float | None = None, clock: bool = False) -> ToyWorldDataset:
+def dataset(stage: str, seed: int, recipe: Recipe = LEGACY) -> ToyWorldDataset:
+    """The stage's world data: the recipe's world; motion dropout for the teacher only (students learn the full
+    prompts; partial guidance reads each sample's object prompt, `Sample.partial`)."""
     s = SETTINGS[stage]
-    md = s.motion_dropout if motion_dropout is None else motion_dropout
-    spec = dataclasses.replace(WORLD, clock=True) if clock else WORLD
-    return ToyWorldDataset(seed, prompt_dropout=s.prompt_dropout, motion_dropout=md, latents=s.latents, spec=spec)
+    md = recipe.motion_dropout if stage == "teacher" else 0.0
+    return ToyWorldDataset(seed, prompt_dropout=s.prompt_dropout, motion_dropout=md, latents=s.latents,
+                           spec=recipe.world)
 
 
 def _check_needs(stage: str, root: Path, seed: int) -> None:
@@ -187,20 +245,21 @@ def _check_data_record(out_dir: Path, record: dict) -> None:
     path.write_text(json.dumps(record), encoding="utf-8")
 
 
-def make_ode_pairs(seed: int, root: str | Path, prompts: int = ODE_PROMPTS) -> Path:
-    """Teacher ODE pairs (Euler with CFG, `sf_core.train.methods.ode`) for `prompts` world prompts."""
+def make_ode_pairs(seed: int, root: str | Path, prompts: int = ODE_PROMPTS, recipe: Recipe = LEGACY) -> Path:
+    """Teacher ODE pairs (Euler with CFG and the recipe's motion guidance, `sf_core.train.methods.ode`) for
+    `prompts` world prompts."""
     from ..train.distributed import init_distributed
     from ..train.methods.ode import generate_ode_pairs
     from ..train.models import load_net
 
-    cfg = base_config("ode", seed, root)
+    cfg = base_config("ode", seed, root, recipe=recipe)
     out = Path(cfg.data.latents)
     if (out / "index.json").is_file():
         log.info("ODE pairs exist: %s", out)
         return out
     info = init_distributed(cfg.dist)
     teacher = load_net(cfg.models.teacher, "teacher", cfg).requires_grad_(False)
-    src = ToyWorldDataset(seed + 1, size=prompts, latents=False)
+    src = ToyWorldDataset(seed + 1, size=prompts, latents=False, spec=recipe.world)
     # saved as they go (every 32 pairs): an interrupted stage resumes after the last saved part
     return generate_ode_pairs(cfg, teacher, src, out, info,
                               progress=lambda n, t: (n == 1 or n % 32 == 0 or n == t)
@@ -209,14 +268,13 @@ def make_ode_pairs(seed: int, root: str | Path, prompts: int = ODE_PROMPTS) -> P
 
 def train_stage(stage: str, seed: int = 0, root: str | Path = DEFAULT_ROOT, *, steps: int | None = None,
                 overrides: dict | None = None, model_config=None, ode_prompts: int = ODE_PROMPTS,
-                motion_dropout: float | None = None, clock: bool = False) -> Path:
+                recipe: dict | None = None) -> Path:
     """Run one stage from scratch (or resume it) and return its exported weights.
 
     overrides: dotted `TrainConfig` overrides ({"data.batch_size": 4}); model_config: the teacher's WanConfig
     (default `toy_wan_config()`; later stages take their sizes from the files they start from); ode_prompts:
-    number of teacher ODE pairs (stage ode); motion_dropout: the fraction of training prompts reduced to the
-    object's words (default: the stage's setting); clock: train on the world with a ticker on its top wall
-    (`WorldSpec.clock`). Both are recorded in the stage folder (a resume must use the same).
+    number of teacher ODE pairs (stage ode); recipe: `Recipe` fields asked for ({"clock": True}); the root's
+    recipe is recorded by its first stage (`root_recipe`) and a stage refuses values that differ from it.
     """
     from ..train.config import apply_overrides
     from ..train.distributed import init_distributed
@@ -226,21 +284,22 @@ def train_stage(stage: str, seed: int = 0, root: str | Path = DEFAULT_ROOT, *, s
         raise ValueError(f"unknown stage {stage!r}; choose one of {STAGES}")
     root = Path(root)
     _check_needs(stage, root, seed)
+    rec = root_recipe(root, recipe)
     for init in INITS:
         if init in NEEDS[stage] and not stage_weights(root, seed, init).is_file():
             train_stage(init, seed, root, steps=steps, overrides=overrides, ode_prompts=ode_prompts)
     if stage == "ode":
-        make_ode_pairs(seed, root, ode_prompts)
+        make_ode_pairs(seed, root, ode_prompts, rec)
     if stage == "teacher":
         write_init(seed, root, model_config)
-    cfg = base_config(stage, seed, root, steps=steps)
+    cfg = base_config(stage, seed, root, steps=steps, recipe=rec)
     if overrides:
         cfg = apply_overrides(cfg, overrides)
     log.info("stage %s (seed %d): %d steps in %s; an interrupted run resumes from its latest checkpoint", stage,
              seed, cfg.max_steps, cfg.out_dir)
     torch.manual_seed(seed)
     info = init_distributed(cfg.dist)
-    data = None if stage == "ode" else dataset(stage, seed, motion_dropout, clock)
+    data = None if stage == "ode" else dataset(stage, seed, rec)
     if data is not None:
         _check_data_record(Path(cfg.out_dir), {"motion_dropout": data.motion_dropout,
                                                "prompt_dropout": data.prompt_dropout, "clock": data.spec.clock})

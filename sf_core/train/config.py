@@ -102,6 +102,9 @@ class DMDConfig:
     kv_grad: str = "straight_through"
     update_ratio: int = 5
     sid_alpha: float = 1.0
+    # partial-prompt guidance of the real score: + w (x0_c - x0_partial), the partial prompt leaving out the
+    # words to amplify (the toy world's motion words); needs a dataset with per-sample partial prompts
+    partial_guidance: float = 0.0
 
     def __post_init__(self) -> None:
         _check(0 <= self.min_step < self.max_step <= 1000,
@@ -109,6 +112,8 @@ class DMDConfig:
         _check(self.kv_grad in GRAD_MODES, f"dmd.kv_grad={self.kv_grad!r}: use one of {GRAD_MODES}")
         _check(self.update_ratio >= 1, f"dmd.update_ratio must be >= 1, got {self.update_ratio}")
         _check(self.score_shift > 0 and self.timestep_shift > 0, "dmd shifts must be > 0")
+        _check(0 <= self.partial_guidance < float("inf"),
+               f"dmd.partial_guidance={self.partial_guidance} must be a finite number >= 0 (0 = off)")
 
 
 @dataclass(frozen=True)
@@ -173,6 +178,7 @@ class SupervisedConfig:
     ode_steps: int = 48  # teacher Euler steps of the ODE pairs (shift = dmd.score_shift)
     ode_guidance: float = 6.0  # CFG of the ODE pairs: x0_u + g (x0_c - x0_u)
     ode_keep: tuple[int, ...] = (0, 12, 24, 36, 48)  # stored trajectory indices (last = clean)
+    ode_partial_guidance: float = 0.0  # + w (x0_c - x0_partial) in the ODE pairs, as dmd.partial_guidance
     # flow_matching: the fraction of samples trained block-causally (diffusion forcing) instead of with full
     # attention, so a bidirectional teacher also learns which way the prompt's motion goes (docs/toy_world.md)
     causal_mix: float = 0.0
@@ -183,6 +189,8 @@ class SupervisedConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "ode_keep", tuple(int(i) for i in self.ode_keep))
         _check(self.ode_steps >= 1, f"supervised.ode_steps must be >= 1, got {self.ode_steps}")
+        _check(0 <= self.ode_partial_guidance < float("inf"), f"supervised.ode_partial_guidance="
+               f"{self.ode_partial_guidance} must be a finite number >= 0 (0 = off)")
         _check(len(self.ode_keep) >= 2 and list(self.ode_keep) == sorted(set(self.ode_keep))
                and self.ode_keep[0] >= 0 and self.ode_keep[-1] == self.ode_steps,
                f"supervised.ode_keep={self.ode_keep} must increase from >= 0 and end at ode_steps={self.ode_steps}")

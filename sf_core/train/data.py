@@ -154,6 +154,7 @@ class Sample:
     embeds: torch.Tensor  # [L, D]
     latents: torch.Tensor | None = None  # [C, F, H, W]
     trajectory: torch.Tensor | None = None  # [K, C, F, H, W]
+    partial: torch.Tensor | None = None  # [L', D]: the prompt without the words that partial guidance amplifies
 
 
 class ShardDataset:

@@ -64,6 +64,10 @@ class Trainer:
             from .reward import RewardTerm
             reward = RewardTerm.from_config(cfg.reward, cfg.rollout, info.device)
         self.method = make_method(cfg, reward=reward)
+        if self.method.name in ("dmd", "sid") and cfg.dmd.partial_guidance and self.data[0].partial is None:
+            raise ConfigError(f"dmd.partial_guidance={cfg.dmd.partial_guidance} needs a partial prompt per sample "
+                              f"and {self.data.root} has none (the toy world dataset has them; prompt shards do not "
+                              f"store them); set dmd.partial_guidance=0")
         nets = nets if nets is not None else build_nets(cfg, frozen_dtype=self.dtype)
         if self.data.text_dim != nets.config.text_dim:
             raise ConfigError(f"the embeddings in {self.data.root} have text_dim {self.data.text_dim} but the "
@@ -145,7 +149,9 @@ class Trainer:
         neg = self.data.negative.float().to(dev)[None].expand(len(samples), -1, -1)
         lat = torch.stack([s.latents for s in samples]) if samples[0].latents is not None else None
         traj = torch.stack([s.trajectory for s in samples]) if samples[0].trajectory is not None else None
-        return Batch(ids, ctx, neg, [s.prompt for s in samples], lat, traj)
+        part = (pad_stack([s.partial.float() for s in samples]).to(dev)
+                if all(s.partial is not None for s in samples) else None)
+        return Batch(ids, ctx, neg, [s.prompt for s in samples], lat, traj, part)
 
     def _update(self, loss_fn, opt, params, max_norm: float, what: str) -> dict[str, float]:
         opt.zero_grad(set_to_none=True)

@@ -20,7 +20,9 @@ from ..rng import SampleDraws
 class Batch:
     """One rank's rows of a global batch. context / negative: [B, L, text_dim] text embeddings (zero rows
     past each prompt); latents: clean [B, C, F, H, W] (supervised methods); trajectory: ODE pairs
-    [B, K, C, F, H, W] (method ode); ids: global sample ids keying the randomness."""
+    [B, K, C, F, H, W] (method ode); ids: global sample ids keying the randomness; partial: [B, L', text_dim]
+    embeddings of the prompts without the words partial guidance amplifies (`dmd.partial_guidance`), when the
+    dataset provides them."""
 
     ids: list[int]
     context: torch.Tensor
@@ -28,6 +30,7 @@ class Batch:
     prompts: list[str]
     latents: torch.Tensor | None = None
     trajectory: torch.Tensor | None = None
+    partial: torch.Tensor | None = None
 
     @property
     def size(self) -> int:

@@ -41,10 +41,11 @@ class DistributionMatching(Method):
         return ModuleDenoiser(nets.generator, self.gen_schedule, context, dtype=dtype)
 
     def score_nets(self, nets: Nets, context: torch.Tensor, negative: torch.Tensor,
-                   dtype: torch.dtype | None) -> ScoreNets:
+                   dtype: torch.dtype | None, partial: torch.Tensor | None = None) -> ScoreNets:
         fake = ModuleDenoiser(nets.critic, self.score_schedule, context, dtype=dtype)
         real = ModuleDenoiser(nets.teacher, self.score_schedule, context, negative=negative,
-                              guidance=self.cfg.dmd.guidance, dtype=dtype)
+                              guidance=self.cfg.dmd.guidance, dtype=dtype, partial=partial,
+                              partial_guidance=self.cfg.dmd.partial_guidance)
         return ScoreNets(fake, real)
 
     def rollout(self, nets: Nets, context: torch.Tensor, *, noise: torch.Tensor, noise_fn, exit_steps: Sequence[int],
@@ -104,7 +105,8 @@ class DistributionMatching(Method):
     def generator_loss(self, nets: Nets, batch: Batch, env: StepEnv) -> tuple[torch.Tensor, Logs]:
         x, exits = self._generate(nets, batch, env, "generator")
         t, eps = self._t_eps(x, batch, env, "generator")
-        loss, info = self.objective(x, eps, t, self.score_nets(nets, batch.context, batch.negative, env.dtype))
+        loss, info = self.objective(x, eps, t, self.score_nets(nets, batch.context, batch.negative, env.dtype,
+                                                                   batch.partial))
         logs = {"generator_loss": scalar(loss), "dmdtrain_gradient_norm": scalar(info["dmdtrain_gradient_norm"]),
                 "exit_step": float(exits[0])}
         if self.cfg.long_rollout.enabled:

@@ -1,7 +1,8 @@
 """ODE-regression initialisation (spec 5.7, CausVid section 4.3): teacher ODE pairs, then causal regression.
 
 Pairs: the bidirectional teacher integrates pure noise with Euler over `ode_steps` points of the shifted
-grid (shift = dmd.score_shift, 8 as the reference), CFG in x0 space x0_u + g (x0_c - x0_u), and the
+grid (shift = dmd.score_shift, 8 as the reference), CFG in x0 space x0_u + g (x0_c - x0_u) (plus
+`supervised.ode_partial_guidance` w (x0_c - x0_partial) against each sample's partial prompt), and the
 latents at `ode_keep` trajectory indices are stored (last = the clean result). Regression: per chunk, one
 trajectory index k (noisy input at the generator's k-th sampling timestep), one block-causal forward,
 MSE between the predicted x0 and the clean latents over the noisy frames.
@@ -90,8 +91,12 @@ def generate_ode_pairs(cfg: TrainConfig, teacher: torch.nn.Module, prompts: Shar
     for n, i in enumerate(mine):
         s = prompts[i]
         ctx = s.embeds[None].to(info.device)
+        part = None if s.partial is None else s.partial[None].to(info.device)
+        if sup.ode_partial_guidance and part is None:
+            raise ConfigError(f"supervised.ode_partial_guidance={sup.ode_partial_guidance} needs a partial prompt "
+                              f"per sample, and prompt {i} of {prompts.root} has none; set it to 0")
         den = ModuleDenoiser(teacher, sched, ctx, negative=neg[None], guidance=sup.ode_guidance - 1.0,
-                             dtype=dtype)
+                             dtype=dtype, partial=part, partial_guidance=sup.ode_partial_guidance)
         g = keyed_generator(cfg.seed, "ode", i)
         noise = torch.randn((1, teacher.config.in_dim, r.num_frames, r.latent_height, r.latent_width), generator=g)
         trajs.append(ode_trajectory(den, noise.to(info.device, dtype), sup.ode_steps, cfg.dmd.score_shift,
