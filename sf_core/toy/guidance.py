@@ -6,17 +6,17 @@ with c' the prompt without its motion words ("a red square" for "a red square mo
 only what the motion words change -- where the object goes -- and leaves what both prompts share (shape,
 colour) alone. That is motion guidance. It needs a model that also learnt the motion-free score: train the
 teacher with `motion_dropout` (`sf_core.toy.data.ToyWorldDataset`, `python -m sf_core.toy train teacher
---motion-dropout 0.15`).
+--motion-dropout 0.15`). The sampler's `Denoiser` computes it (`partial` / `partial_guidance`), and the trainer
+uses the same term wherever the teacher teaches (`dmd.partial_guidance`, `supervised.ode_partial_guidance`).
 
-Why the toy needs it: a probe of the bidirectional teacher's denoising loss (bench/bench_toy_conditioning.py)
-shows that swapping the prompt's direction word changes the loss by almost nothing at every noise level, while
-swapping its colour or speed does: the direction is learnt last and weakest, so a sampler picks the direction
-nearly at random unless the small difference the word makes is amplified.
+Why the toy needs it: a probe of the bidirectional teacher's denoising loss (`bench/bench_toy_teacher.py
+--probe`) shows that swapping the prompt's direction word changes the loss far less than swapping its colour or
+speed: the direction is learnt last and weakest, so a sampler picks the direction nearly at random unless the
+small difference the word makes is amplified (docs/toy_world.md).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-
 
 from ..sampling.denoiser import Denoiser
 from ..sampling.schedule import FlowSchedule
