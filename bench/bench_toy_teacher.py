@@ -98,15 +98,13 @@ def probe(model, n: int = 64, sigmas=(0.99, 0.95, 0.9, 0.8, 0.6, 0.4), clock: bo
 
 def motion_fate(video, prompt: str) -> str:
     """'ok', 'static', 'direction wrong', 'speed wrong', 'both wrong' or 'lost' for one decoded video."""
-    from sf_core.toy.metrics import detect, fit_motion
+    from sf_core.toy.metrics import detect, fitted_motion
     from sf_core.toy.spec import WORLD
     from sf_core.toy.text import parse_prompt
-    from sf_core.toy.world import shape_centroid_offset
 
     want = parse_prompt(prompt)
     asked = f"{want['direction']} {want['speed']}"
-    off = torch.tensor(shape_centroid_offset(want["shape"], WORLD.size))
-    fit = fit_motion(detect(video, WORLD)["centre"] - off, WORLD, 6, prefer=asked)
+    fit = fitted_motion(detect(video, WORLD), want, WORLD)
     if fit is None:
         return "lost"
     name = fit[0]

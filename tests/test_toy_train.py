@@ -81,3 +81,19 @@ def test_train_command_takes_config_overrides(tmp_path):
                  "--set", "supervised.shift=2.0", "--set", "ema.decay=0.999"]) == 0
     cfg = json.loads((tmp_path / "seed0" / "teacher" / "config.json").read_text())
     assert cfg["supervised"]["shift"] == 2.0 and cfg["ema"]["decay"] == 0.999
+
+
+def test_a_stopped_stage_says_so_in_one_line_and_resumes(tmp_path, capsys):
+    """A stop request (SIGTERM, or the STOP file) ends the command with exit 75 and one line, no traceback; the
+    same command resumes from the checkpoint and finishes."""
+    from sf_core.toy.cli import main
+
+    run = tmp_path / "seed0" / "teacher"
+    run.mkdir(parents=True)
+    (run / "STOP").touch()  # newer than this process: honoured after the first step
+    args = ["train", "teacher", "--seed", "0", "--root", str(tmp_path), "--steps", "3", "--set", "data.batch_size=2"]
+    assert main(args) == 75
+    err = capsys.readouterr().err
+    assert "stage teacher (seed 0) stopped at step 1 with a checkpoint; run the same command again" in err
+    assert "Traceback" not in err
+    assert main(args) == 0 and (tmp_path / "seed0" / "teacher.safetensors").is_file()

@@ -199,6 +199,9 @@ def main(argv: list[str] | None = None) -> int:
                         stream=sys.stderr)
     try:
         return args.fn(args)
+    except recipes.StageStopped as exc:
+        print(str(exc), file=sys.stderr)
+        return 75  # EX_TEMPFAIL: try again (the stage resumes from its checkpoint)
     except (FileNotFoundError, ValueError, ModuleNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

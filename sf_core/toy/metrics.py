@@ -126,6 +126,15 @@ def fit_motion(centres: torch.Tensor, spec: WorldSpec, fit_frames: int = 6, pref
     return best[:3]
 
 
+def fitted_motion(det: dict, want: dict, spec: WorldSpec, fit_frames: int = 6):
+    """(name, start, velocity, offset) of the world motion that best fits the detections `det` (`detect`) of a
+    video whose prompt parses to `want`, or None when the object is lost. Detections are area centroids and the
+    world moves box centres (they differ for the triangle): offset is that difference, already taken out."""
+    off = torch.tensor(shape_centroid_offset(want["shape"], spec.size))
+    fit = fit_motion(det["centre"] - off, spec, fit_frames, prefer=f"{want['direction']} {want['speed']}")
+    return None if fit is None else (*fit, off)
+
+
 def score_video(video: torch.Tensor, prompt: str, spec: WorldSpec | None = None, fit_frames: int = 6
                 ) -> dict[str, torch.Tensor]:
     """Per-frame metrics {name: [T]} of one video [3, T, H, W] against its prompt (see module docstring)."""
@@ -145,17 +154,15 @@ def score_video(video: torch.Tensor, prompt: str, spec: WorldSpec | None = None,
     cerr = (det["rgb"] - target).norm(dim=1).clamp(max=COLOUR_CAP)
     out["colour_err"] = torch.where(present, cerr, torch.full_like(cerr, COLOUR_CAP))
 
-    # detections are area centroids; the world moves box centres (they differ for the triangle)
-    off = torch.tensor(shape_centroid_offset(want["shape"], spec.size))
     asked = f"{want['direction']} {want['speed']}"
-    fit = fit_motion(det["centre"] - off, spec, fit_frames, prefer=asked)
+    fit = fitted_motion(det, want, spec, fit_frames)
     if fit is None:
         out["pos_err"] = torch.full((t,), POS_CAP)
         out["motion_err"] = torch.full((t,), MOTION_CAP)
         out["prompt_motion"] = torch.zeros(t)
         out["moving"] = torch.zeros(t)
     else:
-        name, start, v = fit
+        name, start, v, off = fit
         out["prompt_motion"] = torch.full((t,), float(name == asked))
         out["moving"] = torch.full((t,), float(name != "static"))  # a still object has no drift to show
         gt = trajectory(start, v, t, spec) + off

@@ -46,6 +46,10 @@ FORCED = {"tf_dmd": "teacher_forcing", "df_dmd": "diffusion_forcing"}  # DMD sta
 DEFAULT_ROOT = Path("runs/toy")
 
 
+class StageStopped(RuntimeError):
+    """A stage was asked to stop (SIGTERM / SIGINT) and saved a checkpoint: running it again resumes it."""
+
+
 @dataclass(frozen=True)
 class StageSettings:
     """The knobs that differ between stages (the rest is `base_config`)."""
@@ -241,8 +245,10 @@ def _check_data_record(out_dir: Path, record: dict) -> None:
             raise ValueError(f"{out_dir} was trained with other dataset settings {diff} (saved, asked); use the "
                              f"same values or another --root")
         return
+    from ..fileio import atomic_write_text
+
     out_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record), encoding="utf-8")
+    atomic_write_text(path, json.dumps(record))
 
 
 def make_ode_pairs(seed: int, root: str | Path, prompts: int = ODE_PROMPTS, recipe: Recipe = LEGACY) -> Path:
@@ -311,6 +317,9 @@ def train_stage(stage: str, seed: int = 0, root: str | Path = DEFAULT_ROOT, *, s
     Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
     (Path(cfg.out_dir) / "config.json").write_text(cfg.to_json(), encoding="utf-8")
     status = trainer.run()
+    if status.get("state") == "stopped":
+        raise StageStopped(f"stage {stage} (seed {seed}) stopped at step {status.get('step')} with a checkpoint; "
+                           f"run the same command again to resume")
     if status.get("state") != "finished":
         raise RuntimeError(f"stage {stage} did not finish: {status}")
     exported = trainer.export_path or Path(status["export"])
