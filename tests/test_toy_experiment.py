@@ -26,6 +26,9 @@ def test_new_stage_recipes(tmp_path):
     recipes.stage_weights(tmp_path, 0, "teacher").write_bytes(b"")  # only its presence is checked first
     with pytest.raises(FileNotFoundError, match="train it first: python -m sf_core.toy train tf --seed 0"):
         recipes.train_stage("cd_dmd", 0, tmp_path, steps=1)  # cd is run by itself, but needs tf
+    recipes.stage_weights(tmp_path, 0, "tf").write_bytes(b"")
+    recipes._check_needs("cd_dmd", tmp_path, 0)  # cd missing is fine: cd_dmd trains it first
+    recipes._check_needs("sf", tmp_path, 0)  # and ode for sf
 
 
 def test_stats_and_table():

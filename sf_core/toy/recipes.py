@@ -228,6 +228,7 @@ def _check_needs(stage: str, root: Path, seed: int) -> None:
     for need in NEEDS[stage]:
         if need in INITS:
             _check_needs(need, root, seed)  # run by the stages that need it when missing
+            continue
         if not stage_weights(root, seed, need).is_file():
             raise FileNotFoundError(f"stage {stage!r} needs {stage_weights(root, seed, need)}; train it first: "
                                     f"python -m sf_core.toy train {need} --seed {seed}")
