@@ -1,5 +1,5 @@
 """The new methods as users run them (CLI subprocesses, torchrun with gloo), as tests/test_train_dist.py does for
-dmd with three chunks, long-rollout DMD and causal consistency distillation (cd, EMA target) -- 2 FSDP2
+dmd with three chunks, DMD with partial-prompt guidance, long-rollout DMD and causal consistency distillation (cd, EMA target) -- 2 FSDP2
 processes == 1 process with the same global batch, and kill -9 + resume == uninterrupted, bit for bit."""
 import os
 import signal
@@ -18,6 +18,8 @@ STEPS = 6
 # cache copied by FSDP2's pre-forward used to lose them (sf_core.train.rollout._CacheRef)
 SETS = {
     "dmd": ["rollout.num_frames=9"],
+    # the real score with a partial-prompt term (shards with partial prompts)
+    "partial": ["rollout.num_frames=9", "dmd.partial_guidance=2.0", "data.embeddings={tmp}/emb_partial"],
     # a long rollout of 2 x 9 frames on a rolling cache; DMD and critic on a 9-frame window of it
     "long": ["rollout.num_frames=9", "long_rollout.factor=2"],
     # cd: causal teacher (random tiny), EMA target from step 1 (checkpointed, so it must survive a resume)
@@ -30,6 +32,7 @@ SETS = {
 def work(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("train_dist_methods")
     write_embeddings(tmp / "emb", n=4)
+    write_embeddings(tmp / "emb_partial", n=4, partial=True)
     write_latents(tmp / "lat", n=4, frames=9)
     cfg = tiny_config(tmp, max_steps=STEPS, checkpoint={"every": 2, "keep_last": 5})
     write_config(tmp / "cfg.json", cfg)

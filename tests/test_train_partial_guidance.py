@@ -104,3 +104,29 @@ def test_partial_guidance_without_partial_prompts_is_refused_before_work(tmp_pat
         Trainer(cfg, INFO, dataset=mem)
     with pytest.raises(ValueError, match=r"dmd.partial_guidance=-1.0 must be a finite number >= 0"):
         _cfg(tmp_path, dmd={"partial_guidance": -1.0})
+
+
+def test_jsonl_partial_prompts_reach_the_shards(tmp_path):
+    import json
+
+    from sf_core.train.cli import main as train_cli
+    from sf_core.train.data import DataError, read_partial_prompts
+
+    rows = [{"prompt": "a red square moving left fast", "partial": "a red square"}, "",
+            {"prompt": "a blue circle moving up slow", "partial": ""}]
+    src = tmp_path / "p.jsonl"
+    src.write_text("\n".join(json.dumps(r) if r else "" for r in rows), encoding="utf-8")
+    assert train_cli(["encode-prompts", "--prompts", str(src), "--out", str(tmp_path / "emb"),
+                      "--encoder", "toy"]) == 0
+    ds = ShardDataset(tmp_path / "emb")
+    enc = ToyTextEncoder()
+    assert ds.index["partial"] is True and len(ds) == 2
+    for i, text in enumerate(["a red square", ""]):
+        assert torch.equal(ds[i].partial, trim_embedding(enc.encode([text])[0]))
+        assert torch.equal(ds[i].embeds, trim_embedding(enc.encode([ds[i].prompt])[0]))
+    plain = tmp_path / "p.txt"
+    plain.write_text("a red square moving left fast\n", encoding="utf-8")
+    assert read_partial_prompts(plain) is None
+    src.write_text(json.dumps(rows[0]) + "\n" + json.dumps({"prompt": "a blue circle"}), encoding="utf-8")
+    with pytest.raises(DataError, match=r"lines \[2\] have no \"partial\" text while others do"):
+        read_partial_prompts(src)

@@ -14,12 +14,14 @@ PROMPTS = ["a red circle moving left", "a blue square moving up fast", "a green 
            "a yellow circle moving down", "a cyan square moving left slowly", "a magenta triangle moving up"]
 
 
-def write_embeddings(out: Path, n: int = 4) -> Path:
+def write_embeddings(out: Path, n: int = 4, partial: bool = False) -> Path:
+    """Prompt shards; partial=True adds each prompt's first two words as its partial prompt."""
     from sf_core.train.data import encode_prompts
     from sf_core.toy.text import ToyTextEncoder
 
     enc = ToyTextEncoder(text_dim=32)
-    return encode_prompts(PROMPTS[:n], enc.encode, out, negative_prompt="", encoder_name="toy")
+    parts = [" ".join(p.split()[:2]) for p in PROMPTS[:n]] if partial else None
+    return encode_prompts(PROMPTS[:n], enc.encode, out, negative_prompt="", encoder_name="toy", partials=parts)
 
 
 def write_latents(out: Path, n: int = 4, frames: int = 6, hw: int = 4, seed: int = 0) -> Path:

@@ -69,17 +69,18 @@ def cmd_run(args) -> int:
 
 
 def cmd_encode(args) -> int:
-    from .data import encode_prompts, read_prompts
+    from .data import encode_prompts, read_partial_prompts, read_prompts
     from .encoders import resolve_encoder
 
     prompts = read_prompts(args.prompts)
+    partials = read_partial_prompts(args.prompts)
     encode, default_negative = resolve_encoder(args.encoder)
     negative = default_negative if args.negative is None else args.negative
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
     out = encode_prompts(prompts, encode, args.out, negative_prompt=negative, batch_size=args.batch_size,
                          shard_size=args.shard_size, encoder_name=args.encoder, dtype=dtype,
-                         progress=lambda n, total: log.info("encoded %d/%d prompts", n, total))
-    print(json.dumps({"out": str(out), "prompts": len(prompts)}))
+                         progress=lambda n, total: log.info("encoded %d/%d prompts", n, total), partials=partials)
+    print(json.dumps({"out": str(out), "prompts": len(prompts), "partial": partials is not None}))
     return 0
 
 
@@ -173,7 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_run)
 
     p = sub.add_parser("encode-prompts", help="precompute text embeddings of a prompts file into shards")
-    p.add_argument("--prompts", required=True, help=".txt (one prompt per line) or .jsonl file")
+    p.add_argument("--prompts", required=True, help=".txt (one prompt per line) or .jsonl file (objects with a "
+                   "'prompt' field; a 'partial' field on every line adds partial prompts for dmd.partial_guidance)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--encoder", default="toy", help="toy | toy:TEXT_DIM | umt5:PATH | package.module:factory")
     p.add_argument("--negative", help="negative (unconditional) prompt; default: the encoder's")

@@ -7,7 +7,9 @@ Self Forcing DMD is data-free: it needs only prompts. Their text embeddings are 
                                "text_dim", "shards": [{"file", "count"}], "negative_prompt", "encoder", ...}
     negative.safetensors      "embeds" [L, D]: the unconditional (negative prompt) embedding
     shard_00000.safetensors   "embeds" [sum L_i, D] + "offsets" [n+1] (rows of prompt i), metadata "prompts";
-                              latent shards add "latents" [n, C, F, H, W], ODE shards "trajectory" [n, K, C, F, H, W]
+                              latent shards add "latents" [n, C, F, H, W], ODE shards "trajectory" [n, K, C, F, H, W];
+                              with partial prompts (JSONL "partial" fields, for `dmd.partial_guidance`),
+                              "partial_embeds" + "partial_offsets" as embeds / offsets
 
 Trailing all-zero rows (the encoder's zeroed padding) are not stored: the model zero-pads to text_len
 itself, so trimming is lossless and shrinks umT5's [512, 4096] rows to the prompt's token count.
@@ -73,6 +75,29 @@ def read_prompts(path: str | Path) -> list[str]:
     return prompts
 
 
+def read_partial_prompts(path: str | Path) -> list[str] | None:
+    """The partial prompts of a JSONL prompts file (the "partial" field of each object: the prompt without the words
+    partial guidance amplifies), in the order of `read_prompts`; None when no line has one (or a .txt file)."""
+    path = Path(path)
+    if path.suffix.lower() not in (".jsonl", ".ndjson"):
+        return None
+    rows = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        obj = json.loads(line)  # read_prompts has checked the file already
+        text = obj if isinstance(obj, str) else next((obj[k] for k in ("prompt", "text", "caption") if k in obj), "")
+        if text.strip():
+            rows.append((n, obj.get("partial") if isinstance(obj, dict) else None))
+    if all(p is None for _, p in rows):
+        return None
+    bad = [n for n, p in rows if not isinstance(p, str)]
+    if bad:
+        raise DataError(f"{path}: lines {bad[:5]} have no \"partial\" text while others do; give every prompt one "
+                        f"(the prompt without the words to amplify; \"\" for none) or none")
+    return [p.strip() for _, p in rows]
+
+
 def trim_embedding(e: torch.Tensor) -> torch.Tensor:
     """Drop trailing all-zero rows of one embedding [L, D] (keep at least one row)."""
     nz = (e != 0).any(dim=1).nonzero()
@@ -84,16 +109,18 @@ def trim_embedding(e: torch.Tensor) -> torch.Tensor:
 def write_shards(out_dir: str | Path, embeds: Iterable[torch.Tensor], prompts: Sequence[str],
                  negative: torch.Tensor, *, negative_prompt: str = "", encoder: str = "", shard_size: int = 1024,
                  latents: Sequence[torch.Tensor] | None = None, kind: str = "prompts",
-                 dtype: torch.dtype | None = None, extra: dict | None = None) -> Path:
+                 dtype: torch.dtype | None = None, extra: dict | None = None,
+                 partial: Sequence[torch.Tensor] | None = None) -> Path:
     """Write a shard directory. embeds: one [L_i, D] per prompt; latents: one [C, F, H, W] ("latents") or
-    [K, C, F, H, W] ("ode") per prompt. Files are written next to each other, index.json last."""
+    [K, C, F, H, W] ("ode") per prompt; partial: one [L'_i, D] partial-prompt embedding per prompt. Files are
+    written next to each other, index.json last."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if kind not in ("prompts", "latents", "ode"):
         raise ValueError(f"kind must be prompts, latents or ode, got {kind!r}")
     embeds = list(embeds)
-    if len(embeds) != len(prompts) or (latents is not None and len(latents) != len(prompts)):
-        raise ValueError("embeds, prompts (and latents) must have the same length")
+    if len(embeds) != len(prompts) or any(x is not None and len(x) != len(prompts) for x in (latents, partial)):
+        raise ValueError("embeds, prompts (and latents, partial) must have the same length")
     if not prompts:
         raise DataError("no samples to write")
     cast = (lambda t: t.to(dtype)) if dtype is not None else (lambda t: t)
@@ -103,6 +130,11 @@ def write_shards(out_dir: str | Path, embeds: Iterable[torch.Tensor], prompts: S
         rows = [cast(trim_embedding(embeds[i].detach().cpu().reshape(-1, embeds[i].shape[-1]))) for i in range(a, b)]
         offsets = torch.tensor([0] + [r.shape[0] for r in rows]).cumsum(0)
         tensors = {"embeds": torch.cat(rows).contiguous(), "offsets": offsets}
+        if partial is not None:
+            prow = [cast(trim_embedding(partial[i].detach().cpu().reshape(-1, partial[i].shape[-1])))
+                    for i in range(a, b)]
+            tensors["partial_embeds"] = torch.cat(prow).contiguous()
+            tensors["partial_offsets"] = torch.tensor([0] + [r.shape[0] for r in prow]).cumsum(0)
         if latents is not None:
             key = "trajectory" if kind == "ode" else "latents"
             tensors[key] = torch.stack([latents[i].detach().cpu().float() for i in range(a, b)]).contiguous()
@@ -115,7 +147,8 @@ def write_shards(out_dir: str | Path, embeds: Iterable[torch.Tensor], prompts: S
         save_file({"embeds": neg.contiguous()}, str(tmp))
     index = {"format": FORMAT, "version": 1, "kind": kind, "num_samples": len(prompts),
              "text_dim": int(embeds[0].shape[-1]), "shards": shards, "negative_prompt": negative_prompt,
-             "encoder": encoder, "dtype": str(neg.dtype).replace("torch.", ""), **(extra or {})}
+             "encoder": encoder, "dtype": str(neg.dtype).replace("torch.", ""), "partial": partial is not None,
+             **(extra or {})}
     tmp = out / "index.json.tmp"
     tmp.write_text(json.dumps(index, indent=1), encoding="utf-8")
     tmp.replace(out / "index.json")
@@ -124,20 +157,30 @@ def write_shards(out_dir: str | Path, embeds: Iterable[torch.Tensor], prompts: S
 
 def encode_prompts(prompts: Sequence[str], encoder: Encoder, out_dir: str | Path, *, negative_prompt: str = "",
                    batch_size: int = 8, shard_size: int = 1024, encoder_name: str = "",
-                   dtype: torch.dtype | None = None, progress: Callable[[int, int], None] | None = None) -> Path:
-    """Encode prompts (and the negative prompt) once with `encoder(list[str]) -> [B, L, D]` into shards."""
+                   dtype: torch.dtype | None = None, progress: Callable[[int, int], None] | None = None,
+                   partials: Sequence[str] | None = None) -> Path:
+    """Encode prompts (and the negative prompt, and each prompt's partial prompt when `partials` is given) once
+    with `encoder(list[str]) -> [B, L, D]` into shards."""
     if not prompts:
         raise DataError("no prompts to encode")
-    embeds: list[torch.Tensor] = []
+    if partials is not None and len(partials) != len(prompts):
+        raise DataError(f"{len(partials)} partial prompts for {len(prompts)} prompts; give one per prompt")
+
+    def encode_all(texts: Sequence[str], report) -> list[torch.Tensor]:
+        out: list[torch.Tensor] = []
+        for a in range(0, len(texts), batch_size):
+            e = encoder(list(texts[a:a + batch_size]))
+            out.extend(e[i].float().cpu() for i in range(e.shape[0]))
+            if report is not None:
+                report(min(a + batch_size, len(texts)), len(texts))
+        return out
+
     with torch.no_grad():
-        for a in range(0, len(prompts), batch_size):
-            e = encoder(list(prompts[a:a + batch_size]))
-            embeds.extend(e[i].float().cpu() for i in range(e.shape[0]))
-            if progress is not None:
-                progress(min(a + batch_size, len(prompts)), len(prompts))
+        embeds = encode_all(prompts, progress)
+        part = None if partials is None else encode_all(partials, None)
         negative = encoder([negative_prompt])[0].float().cpu()
     return write_shards(out_dir, embeds, prompts, negative, negative_prompt=negative_prompt, encoder=encoder_name,
-                        shard_size=shard_size, dtype=dtype)
+                        shard_size=shard_size, dtype=dtype, partial=part)
 
 
 def write_latent_shards(out_dir: str | Path, latents: Sequence[torch.Tensor], embeds: Sequence[torch.Tensor],
@@ -224,6 +267,9 @@ class ShardDataset:
             s.latents = f.get_slice("latents")[j:j + 1][0]
         if "trajectory" in keys:
             s.trajectory = f.get_slice("trajectory")[j:j + 1][0]
+        if "partial_embeds" in keys:
+            po = f.get_slice("partial_offsets")[j:j + 2]
+            s.partial = f.get_slice("partial_embeds")[int(po[0]):int(po[1])]
         return s
 
 

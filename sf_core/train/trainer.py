@@ -66,8 +66,9 @@ class Trainer:
         self.method = make_method(cfg, reward=reward)
         if self.method.name in ("dmd", "sid") and cfg.dmd.partial_guidance and self.data[0].partial is None:
             raise ConfigError(f"dmd.partial_guidance={cfg.dmd.partial_guidance} needs a partial prompt per sample "
-                              f"and {self.data.root} has none (the toy world dataset has them; prompt shards do not "
-                              f"store them); set dmd.partial_guidance=0")
+                              f"and {self.data.root} has none: encode a JSONL prompts file whose lines have a "
+                              f"'partial' field (python -m sf_core.train encode-prompts), or set "
+                              f"dmd.partial_guidance=0")
         nets = nets if nets is not None else build_nets(cfg, frozen_dtype=self.dtype)
         if self.data.text_dim != nets.config.text_dim:
             raise ConfigError(f"the embeddings in {self.data.root} have text_dim {self.data.text_dim} but the "
