@@ -80,7 +80,8 @@ class EncodeTrainingPrompts(io.ComfyNode):
                 io.Clip.Input("clip", tooltip="The Wan text encoder (Load CLIP, type wan)."),
                 io.String.Input("prompts_file", default="prompts.txt",
                                 tooltip="A .txt (one prompt per line, # comments) or .jsonl file; absolute, or "
-                                        "relative to ComfyUI's input folder."),
+                                        "relative to ComfyUI's input folder. JSONL lines with a 'partial' field "
+                                        "(the prompt without the words to amplify) enable dmd.partial_guidance."),
                 io.String.Input("negative_prompt", default="", multiline=True,
                                 tooltip="The unconditional prompt of the teacher's CFG (Wan's default negative "
                                         "prompt is usual)."),
@@ -93,10 +94,11 @@ class EncodeTrainingPrompts(io.ComfyNode):
 
     @classmethod
     def execute(cls, clip, prompts_file, negative_prompt, name) -> io.NodeOutput:
-        from sf_core.train.data import DataError, encode_prompts, read_prompts
+        from sf_core.train.data import DataError, encode_prompts, read_partial_prompts, read_prompts
 
         try:
-            prompts = read_prompts(_resolve_file(prompts_file, "prompts file"))
+            path = _resolve_file(prompts_file, "prompts file")
+            prompts, partials = read_prompts(path), read_partial_prompts(path)
         except DataError as e:
             raise host.NodeInputError(str(e)) from None
         out = _runs_dir() / "embeddings" / _safe_name(name, "name")
@@ -104,7 +106,7 @@ class EncodeTrainingPrompts(io.ComfyNode):
         bar = host.Progress(len(prompts), node)
         encode_prompts(prompts, clip_encoder(clip), out, negative_prompt=negative_prompt, batch_size=1,
                        encoder_name="comfyui-clip", dtype=torch.bfloat16,
-                       progress=lambda n, total: bar.update(n))
+                       progress=lambda n, total: bar.update(n), partials=partials)
         host.send_text(f"encoded {len(prompts)} prompts into {out}", node)
         return io.NodeOutput(str(out))
 
