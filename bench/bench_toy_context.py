@@ -7,8 +7,10 @@ Image to video: a start frame rendered by the world (random scene), committed as
 (`sf_core.sampling.context_frames`), then 8 chunks generated under the scene's own prompt. Reported: the centre
 error of generated frames 1-3 against the image's object moving as prompted (the world's trajectory from the
 image), mean / median / share of videos <= 1 px; whether shape and colour are kept (frames 1-6); prompted motion.
-Extension: a 24-frame world video, its last frames committed, 8 chunks generated; the step from the last given
-frame to the first generated one against the model's own steps at its chunk boundaries and inside chunks.
+Extension: a 24-frame world video, its last frames committed, 8 chunks generated under the prompt of the motion at
+the join (`scene_at`); the error of the first generated frame against where the world would be, and of its step
+against the world's step (velocity), next to the velocity error of the following generated frames; and the step
+from the last given frame to the first generated one against the model's own steps at chunk boundaries and inside.
 """
 from __future__ import annotations
 
@@ -40,7 +42,7 @@ def main() -> int:
     from sf_core.toy import load_toy_bundle
     from sf_core.toy.codec import ToyDecoder, encode
     from sf_core.toy.metrics import detect, score_video
-    from sf_core.toy.world import WorldSpec, render, sample_scene, scene_trajectory, shape_centroid_offset
+    from sf_core.toy.world import WorldSpec, render, sample_scene, scene_at, scene_trajectory, shape_centroid_offset
 
     b = as_bundle(load_toy_bundle(args.weights))
     spec = WorldSpec()
@@ -73,24 +75,37 @@ def main() -> int:
 
     g = torch.Generator().manual_seed(3)
     k = usable_frames(st.causal, 24)
-    joins, bounds, inner = [], [], []
+    joins, bounds, inner, join_err, step_err = [], [], [], [], []
     for i in range(max(1, (2 * args.scenes) // 3)):
         sc = sample_scene(g, spec)
-        world = render(sc, 24, spec)[None]
-        s = new_session(b.transformer, b.text_encoder.encode([sc.prompt]), latent_hw=b.latent_hw, seed=i,
+        world = render(sc, 48, spec)[None]  # frames 24-47: how the world goes on, the reference
+        # the prompt names the motion at the join (after the bounces of the first 24 frames): what the
+        # continuation is asked to follow; the scene's own prompt names its first frame's motion
+        prompt = scene_at(sc, 24, spec).prompt
+        s = new_session(b.transformer, b.text_encoder.encode([prompt]), latent_hw=b.latent_hw, seed=i,
                         settings=st)
-        commit_frames(b.transformer, s, encode(world[:, :, -k:]), decoder=ToyDecoder(), emit=False)
+        commit_frames(b.transformer, s, encode(world[:, :, 24 - k:24]), decoder=ToyDecoder(), emit=False)
         new = []
         generate(b.transformer, s, num_chunks=8, decoder=ToyDecoder(), on_chunk=lambda r: new.append(r.frames))
-        c, _ = centres(torch.cat([world] + new, dim=2)[0], sc.shape)
+        c, _ = centres(torch.cat([world[:, :, :24]] + new, dim=2)[0], sc.shape)
+        gt = scene_trajectory(sc, 48, spec)
         step = torch.nan_to_num((c[1:] - c[:-1]).norm(dim=1), nan=4.0)
         joins.append(float(step[23]))  # frame 23 (given) -> 24 (generated)
         bounds += [float(step[j]) for j in range(26, 47, 3)]  # generated chunks start at 27, 30, ...
         inner += [float(step[j]) for j in range(24, 47) if (j - 26) % 3]
-    ext = {"videos": len(joins), "join_step_px": {"median": round(statistics.median(joins), 3),
-                                                  "mean": round(statistics.mean(joins), 3)},
-           "chunk_boundary_step_px_median": round(statistics.median(bounds), 3),
-           "inside_chunk_step_px_median": round(statistics.median(inner), 3)}
+        join_err.append(float(torch.nan_to_num((c[24] - gt[24]).norm(), nan=4.0)))
+        # velocity error: each generated frame's step against the world's step there (frames 24-29)
+        dv = (c[24:30] - c[23:29]) - (gt[24:30] - gt[23:29])
+        e = torch.nan_to_num(dv.norm(dim=1), nan=4.0)
+        join_err_v = float(e[0])
+        step_err.append((join_err_v, [float(x) for x in e[1:]]))
+    med = lambda xs: round(statistics.median(xs), 3)  # noqa: E731
+    ext = {"videos": len(joins), "prompt": "the motion at the join (scene_at(scene, 24).prompt)",
+           "join_step_px": {"median": med(joins), "mean": round(statistics.mean(joins), 3)},
+           "chunk_boundary_step_px_median": med(bounds), "inside_chunk_step_px_median": med(inner),
+           "join_position_err_px_median": med(join_err),
+           "join_velocity_err_px_median": med([j for j, _ in step_err]),
+           "later_velocity_err_px_median_frames_25_29": med([x for _, xs in step_err for x in xs])}
     print(json.dumps({"weights": args.weights or "shipped", "image_to_video": i2v, "extend": ext}, indent=1))
     return 0
 

@@ -16,7 +16,7 @@ from sf_core.sampling.session import SamplingSettings, new_session
 from sf_core.toy import load_toy_bundle
 from sf_core.toy.codec import ToyDecoder, encode
 from sf_core.toy.metrics import detect
-from sf_core.toy.world import Scene, WorldSpec, render, scene_trajectory, shape_centroid_offset
+from sf_core.toy.world import Scene, WorldSpec, render, sample_scene, scene_at, scene_trajectory, shape_centroid_offset
 
 SPEC = WorldSpec()
 
@@ -102,21 +102,22 @@ def test_toy_image_to_video_keeps_the_image_object(toy):
 
 
 def test_toy_extended_video_continues_across_the_join(toy):
-    """A 24-frame world video (not made by the model) extended by 24 frames. The toy model moves its object by
-    ~0.2 px inside a chunk and jumps ~0.9 px at its own chunk boundaries; the join (last given frame -> first
-    generated one) is a chunk boundary too and must not be much worse than those."""
+    """A 24-frame world video (not made by the model) extended by 24 frames under the prompt of the motion at the
+    join (after the video's bounces, `scene_at`). The join (last given frame -> first generated one) is a chunk
+    boundary too and must not be much worse than the model's own; the first generated frame lands near where the
+    world's object would be (measured ~0.5 px median, bench/bench_toy_context.py)."""
     import statistics
 
-    from sf_core.toy.world import sample_scene
 
     g = torch.Generator().manual_seed(3)
     settings = frames_settings(toy.settings)
     k = usable_frames(settings.causal, 24)
-    joins, boundaries = [], []
+    joins, boundaries, landed = [], [], []
     for i in range(8):
         sc = sample_scene(g, SPEC)
         world = render(sc, 24, SPEC)[None]
-        s = new_session(toy.transformer, toy.text_encoder.encode([sc.prompt]), latent_hw=toy.latent_hw, seed=i,
+        prompt = scene_at(sc, 24, SPEC).prompt
+        s = new_session(toy.transformer, toy.text_encoder.encode([prompt]), latent_hw=toy.latent_hw, seed=i,
                         settings=settings)
         commit_frames(toy.transformer, s, encode(world[:, :, -k:]), decoder=ToyDecoder(), emit=False)
         new = []
@@ -128,5 +129,20 @@ def test_toy_extended_video_continues_across_the_join(toy):
         step = torch.nan_to_num((c[1:] - c[:-1]).norm(dim=1), nan=4.0)
         joins.append(float(step[23]))  # frame 23 (given) -> frame 24 (generated)
         boundaries += [float(step[j]) for j in range(26, 47, 3)]  # the model's own chunk boundaries
+        landed.append(float(torch.nan_to_num((c[24] - scene_trajectory(sc, 25, SPEC)[24]).norm(), nan=4.0)))
     join, ordinary = statistics.median(joins), statistics.median(boundaries)
     assert join < ordinary + 1.0, (joins, ordinary)
+    assert statistics.median(landed) < 1.0, landed
+
+
+def test_scene_at_is_the_same_video_from_that_frame_on():
+    g = torch.Generator().manual_seed(0)
+    for _ in range(50):
+        sc = sample_scene(g, SPEC)
+        for t in (0, 7, 24, 41):
+            later = scene_at(sc, t, SPEC)
+            assert torch.equal(render(later, 6, SPEC), render(sc, t + 6, SPEC)[:, t:]), (sc, t)
+            assert later.prompt.startswith(f"a {sc.colour} {sc.shape} moving ")
+    clocked = WorldSpec(clock=True)
+    sc = sample_scene(g, clocked)
+    assert torch.equal(render(scene_at(sc, 9, clocked), 4, clocked), render(sc, 13, clocked)[:, 9:])

@@ -154,6 +154,19 @@ def scene_trajectory(scene: Scene, frames: int, spec: WorldSpec) -> torch.Tensor
     return trajectory((scene.x, scene.y), scene.velocity, frames, spec)
 
 
+def scene_at(scene: Scene, frame: int, spec: WorldSpec) -> Scene:
+    """The scene as it stands at `frame`: the centre there and the direction it moves in after its bounces, so
+    `scene_at(s, t).prompt` describes how a video of `s` goes on from frame t (what continuing it should follow)."""
+    t = torch.tensor([float(frame), frame + 1e-3], dtype=torch.float64)
+    (xl, xh), (yl, yh) = spec.bounds
+    vx, vy = scene.velocity
+    x, y = bounce(scene.x + vx * t, xl, xh), bounce(scene.y + vy * t, yl, yh)
+    dx, dy = float(x[1] - x[0]), float(y[1] - y[0])
+    direction = ("right" if dx > 0 else "left") if vx else ("down" if dy > 0 else "up")
+    clock = (scene.clock + frame) % spec.clock_period if spec.clock else 0
+    return Scene(scene.shape, scene.colour, direction, scene.speed, float(x[0]), float(y[0]), clock)
+
+
 def shape_sdf(shape: str, dx: torch.Tensor, dy: torch.Tensor, size: float) -> torch.Tensor:
     """Signed distance (pixels, negative inside) of a shape of half extent `size` centred at the origin.
 
