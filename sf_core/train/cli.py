@@ -50,7 +50,7 @@ def _load_config(args) -> TrainConfig:
 
 def cmd_run(args) -> int:
     cfg = _load_config(args)
-    from .distributed import init_distributed, shutdown
+    from .distributed import barrier, init_distributed, shutdown
     from .models import check_paths
     from .trainer import Trainer
 
@@ -63,6 +63,9 @@ def cmd_run(args) -> int:
             print(json.dumps({"state": status.get("state"), "step": status.get("step"),
                               "checkpoint": status.get("checkpoint"), "export": status.get("export"),
                               "plot": status.get("plot")}))
+        # leave together: a rank that tears gloo down while rank 0 still exports can abort at exit ("terminate
+        # called without an active exception"); only on success, so a failing rank still exits at once
+        barrier(info)
     finally:
         shutdown()
     return 0
