@@ -5,8 +5,6 @@ import dataclasses
 import pytest
 import torch
 
-from sf_core.config import WanConfig
-from sf_core.model.transformer import WanTransformer
 from sf_core.sampling.denoiser import Denoiser
 from sf_core.sampling.schedule import FlowSchedule
 from sf_core.toy import recipes
@@ -19,18 +17,9 @@ from sf_core.train.methods.base import Batch, StepEnv
 from sf_core.train.methods.supervised import DiffusionForcing, FlowMatching
 from sf_core.train.models import Nets
 from sf_core.train.rng import keyed_generator
+from train_kit import micro_model
 
-MICRO = WanConfig(dim=32, ffn_dim=64, num_heads=2, num_layers=2, in_dim=12, out_dim=12, text_dim=32, text_len=8,
-                  freq_dim=32)
-
-
-def _model(seed=0):
-    torch.manual_seed(seed)
-    m = WanTransformer(MICRO).eval()
-    for n, p in m.named_parameters():  # Wan's output head starts at zero: randomise it, or every x0 == x
-        if n.startswith("head"):
-            p.data.normal_(0, 0.2)
-    return m
+_model = micro_model
 
 
 def test_object_prompt_keeps_only_the_objects_words():

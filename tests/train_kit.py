@@ -91,3 +91,18 @@ def tiny_decoder():
     return tiny_taehv(0).requires_grad_(False)
 
 
+
+
+def micro_model(seed: int = 0):
+    """A micro Wan transformer in the toy world's sizes (12 latent channels, text_dim 32, text_len 8), eval mode,
+    its zero-initialised output head randomised (or every x0 estimate would equal its input)."""
+    from sf_core.config import WanConfig
+    from sf_core.model.transformer import WanTransformer
+
+    torch.manual_seed(seed)
+    m = WanTransformer(WanConfig(dim=32, ffn_dim=64, num_heads=2, num_layers=2, in_dim=12, out_dim=12, text_dim=32,
+                                 text_len=8, freq_dim=32)).eval()
+    for n, p in m.named_parameters():
+        if n.startswith("head"):
+            p.data.normal_(0, 0.2)
+    return m
