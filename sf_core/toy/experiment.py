@@ -196,12 +196,16 @@ def report(plan: Plan, agg: dict[str, dict], out: str | Path, plot: bool = True)
     note = "" if plan.scale == 1.0 else (f"**Reduced run: every stage at {plan.scale:g}x its steps "
                                          f"({plan.ode_prompts} ODE pairs); not the experiment's figures.**\n\n")
     prompts = "all 144 prompts" if plan.videos is None else f"{plan.videos} of the 144 prompts"
-    md = [f"Seeds {plan.seeds}, {prompts}, eval noise seed {plan.eval_seed}.\n\n{note}".rstrip() + "\n"]
+    r = recipes.root_recipe(plan.root)
+    recipe = (f"Recipe ({plan.root}/recipe.json): teacher {r.teacher_steps} steps, motion dropout "
+              f"{r.motion_dropout:g}, image mix {r.image_mix:g}, motion guidance {r.motion_guidance:g} (DMD's real score, the ODE pairs and "
+              f"the teacher's reference samples){', clock world' if r.clock else ''}.")
+    md = [f"Seeds {plan.seeds}, {prompts}, eval noise seed {plan.eval_seed}. {recipe}\n\n{note}".rstrip() + "\n"]
     for window, title in WINDOWS:
         md.append(f"**{title}**\n\n{table(agg, window)}\n")
     paths = {"json": Path(f"{out}.json"), "md": Path(f"{out}.md")}  # (a stem may hold dots: toy_scale0.1)
-    paths["json"].write_text(json.dumps({"plan": asdict(plan), "results": _rounded(agg)}, allow_nan=True),
-                             encoding="utf-8")
+    paths["json"].write_text(json.dumps({"plan": asdict(plan), "recipe": asdict(r), "results": _rounded(agg)},
+                                        allow_nan=True), encoding="utf-8")
     paths["md"].write_text("\n".join(md), encoding="utf-8")
     if plot:
         curves = {LABELS[s]: {"per_frame": a["per_frame"]} for s, a in agg.items() if s != "teacher"}
