@@ -198,8 +198,8 @@ def report(plan: Plan, agg: dict[str, dict], out: str | Path, plot: bool = True)
     prompts = "all 144 prompts" if plan.videos is None else f"{plan.videos} of the 144 prompts"
     r = recipes.root_recipe(plan.root)
     recipe = (f"Recipe ({plan.root}/recipe.json): teacher {r.teacher_steps} steps, motion dropout "
-              f"{r.motion_dropout:g}, image mix {r.image_mix:g}, motion guidance {r.motion_guidance:g} (DMD's real score, the ODE pairs and "
-              f"the teacher's reference samples){', clock world' if r.clock else ''}.")
+              f"{r.motion_dropout:g}, image mix {r.image_mix:g}, motion guidance {r.motion_guidance:g} (DMD's real "
+              f"score, the ODE pairs and the teacher's reference samples){', clock world' if r.clock else ''}.")
     md = [f"Seeds {plan.seeds}, {prompts}, eval noise seed {plan.eval_seed}. {recipe}\n\n{note}".rstrip() + "\n"]
     for window, title in WINDOWS:
         md.append(f"**{title}**\n\n{table(agg, window)}\n")
