@@ -16,7 +16,7 @@ from sf_core.sampling.session import SamplingSettings, new_session
 from sf_core.toy import load_toy_bundle
 from sf_core.toy.codec import ToyDecoder, encode
 from sf_core.toy.metrics import detect
-from sf_core.toy.world import Scene, WorldSpec, render, sample_scene, scene_at, scene_trajectory, shape_centroid_offset
+from sf_core.toy.world import WorldSpec, render, sample_scene, scene_at, scene_trajectory, shape_centroid_offset
 
 SPEC = WorldSpec()
 
@@ -82,8 +82,8 @@ def _centres(video, shape):
 
 
 def test_toy_image_to_video_keeps_the_image_object(toy):
-    scenes = [Scene("square", "red", "right", "slow", 5, 8), Scene("circle", "blue", "down", "fast", 8, 5),
-              Scene("triangle", "green", "left", "slow", 10, 9), Scene("square", "yellow", "up", "fast", 7, 11)]
+    g = torch.Generator().manual_seed(7)  # the first 12 scenes of bench/bench_toy_context.py
+    scenes = [sample_scene(g, SPEC) for _ in range(12)]
     errs, looks = [], []
     for i, sc in enumerate(scenes):
         image = render(sc, 1, SPEC)[None]  # [1, 3, 1, 16, 16]
@@ -95,10 +95,11 @@ def test_toy_image_to_video_keeps_the_image_object(toy):
         assert (video[:, 0] - image[0, :, 0]).abs().max() < 0.05  # the video starts with the image
         c, det = _centres(video, sc.shape)
         gt = scene_trajectory(sc, video.shape[1], SPEC)
-        errs.append(float((c[1:4] - gt[1:4]).norm(dim=1).mean()))
+        errs.append(float(torch.nan_to_num((c[1:4] - gt[1:4]).norm(dim=1), nan=4.0).mean()))
         looks += [(col == sc.colour, shp == sc.shape) for col, shp in zip(det["colour"][:6], det["shape"][:6])]
     assert all(a and b for a, b in looks)  # shape and colour of the image kept
-    assert sum(errs) / len(errs) < 2.5, errs  # measured ~1.6 px on these (docs/sampling.md)
+    # issue 10: <= 1 px over frames 1-3 (0.69 px on the bench's 24 scenes, docs/sampling.md)
+    assert sum(errs) / len(errs) <= 1.0, errs
 
 
 def test_toy_extended_video_continues_across_the_join(toy):
