@@ -94,11 +94,10 @@ class EncodeTrainingPrompts(io.ComfyNode):
 
     @classmethod
     def execute(cls, clip, prompts_file, negative_prompt, name) -> io.NodeOutput:
-        from sf_core.train.data import DataError, encode_prompts, read_partial_prompts, read_prompts
+        from sf_core.train.data import DataError, encode_prompts, read_prompt_file
 
         try:
-            path = _resolve_file(prompts_file, "prompts file")
-            prompts, partials = read_prompts(path), read_partial_prompts(path)
+            prompts, partials = read_prompt_file(_resolve_file(prompts_file, "prompts file"))
         except DataError as e:
             raise host.NodeInputError(str(e)) from None
         out = _runs_dir() / "embeddings" / _safe_name(name, "name")

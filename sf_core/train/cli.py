@@ -72,11 +72,10 @@ def cmd_run(args) -> int:
 
 
 def cmd_encode(args) -> int:
-    from .data import encode_prompts, read_partial_prompts, read_prompts
+    from .data import encode_prompts, read_prompt_file
     from .encoders import resolve_encoder
 
-    prompts = read_prompts(args.prompts)
-    partials = read_partial_prompts(args.prompts)
+    prompts, partials = read_prompt_file(args.prompts)
     encode, default_negative = resolve_encoder(args.encoder)
     negative = default_negative if args.negative is None else args.negative
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]

@@ -45,57 +45,63 @@ class DataError(ConfigError):
 
 
 # ------------------------------------------------------------------------------------------ prompts
-def read_prompts(path: str | Path) -> list[str]:
-    """Prompts from a text file (one per line; blank lines and lines starting with # skipped) or JSONL
-    (one JSON string or object with a "prompt" / "text" / "caption" field per line)."""
+def _prompt_rows(path: str | Path) -> list[tuple[int, str, object]]:
+    """(line number, prompt, the object's "partial" value or None) per prompt of a prompts file, checked."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"prompts file {path} does not exist; give a .txt (one prompt per line) or .jsonl file")
-    prompts: list[str] = []
+    rows: list[tuple[int, str, object]] = []
     jsonl = path.suffix.lower() in (".jsonl", ".ndjson")
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         line = line.strip()
         if not line or (not jsonl and line.startswith("#")):
             continue
+        partial = None
         if jsonl:
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise DataError(f"{path}:{n} is not valid JSON ({exc.msg})") from None
             if isinstance(obj, dict):
+                partial = obj.get("partial")
                 obj = next((obj[k] for k in ("prompt", "text", "caption") if k in obj), None)
             if not isinstance(obj, str):
                 raise DataError(f"{path}:{n}: expected a string or an object with a 'prompt' field")
             line = obj.strip()
             if not line:
                 continue
-        prompts.append(line)
-    if not prompts:
+        rows.append((n, line, partial))
+    if not rows:
         raise DataError(f"prompts file {path} contains no prompts (blank lines and # comments are skipped)")
-    return prompts
+    return rows
+
+
+def _partials(path: str | Path, rows: list[tuple[int, str, object]]) -> list[str] | None:
+    if all(p is None for _, _, p in rows):
+        return None
+    bad = [n for n, _, p in rows if not isinstance(p, str)]
+    if bad:
+        raise DataError(f"{path}: lines {bad[:5]} have no \"partial\" text while others do; give every prompt one "
+                        f"(the prompt without the words to amplify; \"\" for none) or none")
+    return [p.strip() for _, _, p in rows]
+
+
+def read_prompts(path: str | Path) -> list[str]:
+    """Prompts from a text file (one per line; blank lines and lines starting with # skipped) or JSONL
+    (one JSON string or object with a "prompt" / "text" / "caption" field per line)."""
+    return [text for _, text, _ in _prompt_rows(path)]
 
 
 def read_partial_prompts(path: str | Path) -> list[str] | None:
     """The partial prompts of a JSONL prompts file (the "partial" field of each object: the prompt without the words
     partial guidance amplifies), in the order of `read_prompts`; None when no line has one (or a .txt file)."""
-    path = Path(path)
-    if path.suffix.lower() not in (".jsonl", ".ndjson"):
-        return None
-    rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        obj = json.loads(line)  # read_prompts has checked the file already
-        text = obj if isinstance(obj, str) else next((obj[k] for k in ("prompt", "text", "caption") if k in obj), "")
-        if text.strip():
-            rows.append((n, obj.get("partial") if isinstance(obj, dict) else None))
-    if all(p is None for _, p in rows):
-        return None
-    bad = [n for n, p in rows if not isinstance(p, str)]
-    if bad:
-        raise DataError(f"{path}: lines {bad[:5]} have no \"partial\" text while others do; give every prompt one "
-                        f"(the prompt without the words to amplify; \"\" for none) or none")
-    return [p.strip() for _, p in rows]
+    return _partials(path, _prompt_rows(path))
+
+
+def read_prompt_file(path: str | Path) -> tuple[list[str], list[str] | None]:
+    """`read_prompts` and `read_partial_prompts` of one file, read once."""
+    rows = _prompt_rows(path)
+    return [text for _, text, _ in rows], _partials(path, rows)
 
 
 def trim_embedding(e: torch.Tensor) -> torch.Tensor:
@@ -106,6 +112,13 @@ def trim_embedding(e: torch.Tensor) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------------ writing
+def _packed(prefix: str, embeds: Sequence[torch.Tensor], cast) -> dict[str, torch.Tensor]:
+    """Trimmed embeddings [L_i, D] stacked row-wise as `<prefix>embeds` [sum L_i, D] + `<prefix>offsets` [n+1]."""
+    rows = [cast(trim_embedding(e.detach().cpu().reshape(-1, e.shape[-1]))) for e in embeds]
+    return {f"{prefix}embeds": torch.cat(rows).contiguous(),
+            f"{prefix}offsets": torch.tensor([0] + [r.shape[0] for r in rows]).cumsum(0)}
+
+
 def write_shards(out_dir: str | Path, embeds: Iterable[torch.Tensor], prompts: Sequence[str],
                  negative: torch.Tensor, *, negative_prompt: str = "", encoder: str = "", shard_size: int = 1024,
                  latents: Sequence[torch.Tensor] | None = None, kind: str = "prompts",
@@ -127,14 +140,9 @@ def write_shards(out_dir: str | Path, embeds: Iterable[torch.Tensor], prompts: S
     shards = []
     for si, a in enumerate(range(0, len(prompts), shard_size)):
         b = min(a + shard_size, len(prompts))
-        rows = [cast(trim_embedding(embeds[i].detach().cpu().reshape(-1, embeds[i].shape[-1]))) for i in range(a, b)]
-        offsets = torch.tensor([0] + [r.shape[0] for r in rows]).cumsum(0)
-        tensors = {"embeds": torch.cat(rows).contiguous(), "offsets": offsets}
+        tensors = _packed("", [embeds[i] for i in range(a, b)], cast)
         if partial is not None:
-            prow = [cast(trim_embedding(partial[i].detach().cpu().reshape(-1, partial[i].shape[-1])))
-                    for i in range(a, b)]
-            tensors["partial_embeds"] = torch.cat(prow).contiguous()
-            tensors["partial_offsets"] = torch.tensor([0] + [r.shape[0] for r in prow]).cumsum(0)
+            tensors.update(_packed("partial_", [partial[i] for i in range(a, b)], cast))
         if latents is not None:
             key = "trajectory" if kind == "ode" else "latents"
             tensors[key] = torch.stack([latents[i].detach().cpu().float() for i in range(a, b)]).contiguous()
@@ -258,19 +266,22 @@ class ShardDataset:
         si = bisect.bisect_right(self.starts, i) - 1
         j = i - self.starts[si]
         f = self._shard(si)
-        off = f.get_slice("offsets")[j:j + 2]
-        e = f.get_slice("embeds")[int(off[0]):int(off[1])]
         prompts = self._prompts[si]
-        s = Sample(i, prompts[j] if j < len(prompts) else "", e)
+        s = Sample(i, prompts[j] if j < len(prompts) else "", _unpacked(f, "", j))
         keys = set(f.keys())
         if "latents" in keys:
             s.latents = f.get_slice("latents")[j:j + 1][0]
         if "trajectory" in keys:
             s.trajectory = f.get_slice("trajectory")[j:j + 1][0]
         if "partial_embeds" in keys:
-            po = f.get_slice("partial_offsets")[j:j + 2]
-            s.partial = f.get_slice("partial_embeds")[int(po[0]):int(po[1])]
+            s.partial = _unpacked(f, "partial_", j)
         return s
+
+
+def _unpacked(f, prefix: str, j: int) -> torch.Tensor:
+    """Row block j of a `_packed` pair in an open shard."""
+    off = f.get_slice(f"{prefix}offsets")[j:j + 2]
+    return f.get_slice(f"{prefix}embeds")[int(off[0]):int(off[1])]
 
 
 class MemoryDataset:
