@@ -51,7 +51,7 @@ def cmd_eval(args) -> int:
     if args.plot:
         ev.check_plotting()  # before minutes of rollouts, not after
     frames = args.factor * ev.TRAIN_FRAMES
-    rec = recipes.root_recipe(args.root)
+    rec, _ = recipes.read_recipe(args.root)
     results: dict[str, dict] = {"ground truth": ev.ground_truth(args.videos, frames=frames, seed=args.eval_seed,
                                                                 spec=rec.world)}
     for stage in EXPERIMENT_STAGES:

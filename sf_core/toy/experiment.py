@@ -196,7 +196,7 @@ def report(plan: Plan, agg: dict[str, dict], out: str | Path, plot: bool = True)
     note = "" if plan.scale == 1.0 else (f"**Reduced run: every stage at {plan.scale:g}x its steps "
                                          f"({plan.ode_prompts} ODE pairs); not the experiment's figures.**\n\n")
     prompts = "all 144 prompts" if plan.videos is None else f"{plan.videos} of the 144 prompts"
-    r = recipes.root_recipe(plan.root)
+    r, _ = recipes.read_recipe(plan.root)
     recipe = (f"Recipe ({plan.root}/recipe.json): teacher {r.teacher_steps} steps, motion dropout "
               f"{r.motion_dropout:g}, image mix {r.image_mix:g}, motion guidance {r.motion_guidance:g} (DMD's real "
               f"score, the ODE pairs and the teacher's reference samples){', clock world' if r.clock else ''}.")

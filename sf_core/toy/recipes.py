@@ -108,27 +108,37 @@ class Recipe:
 LEGACY = Recipe(motion_dropout=0.0, image_mix=0.0, motion_guidance=0.0, clock=False, teacher_steps=10000)
 
 
+def read_recipe(root: str | Path) -> tuple[Recipe, bool]:
+    """(the recipe of `root`, whether it is recorded): its record, else `LEGACY` for a root whose teacher predates
+    records, else the default `Recipe`. Reads only (evaluations and reports use it)."""
+    import json
+
+    path = Path(root) / "recipe.json"
+    if path.is_file():
+        return Recipe(**json.loads(path.read_text(encoding="utf-8"))), True
+    legacy = any(Path(root).glob("seed*/teacher.safetensors")) or any(Path(root).glob("seed*/teacher/checkpoints"))
+    return (LEGACY if legacy else Recipe()), False
+
+
 def root_recipe(root: str | Path, asked: dict | None = None) -> Recipe:
-    """The recipe of `root`: its record, else a new record (the default `Recipe` with `asked` applied, or `LEGACY`
-    for a root whose teacher predates records). `asked`: {field: value} given by the user (None = not given); a
-    value that differs from the record is refused."""
+    """The recipe a run trains `root` with: its record, else a new record (`read_recipe`'s with `asked` applied).
+    `asked`: {field: value} given by the user (None = not given); a value that differs from the record is
+    refused."""
     import json
 
     asked = {k: v for k, v in (asked or {}).items() if v is not None}
-    path = Path(root) / "recipe.json"
-    if path.is_file():
-        rec = Recipe(**json.loads(path.read_text(encoding="utf-8")))
+    rec, recorded = read_recipe(root)
+    if recorded:
         diff = {k: (getattr(rec, k), v) for k, v in asked.items() if getattr(rec, k) != v}
         if diff:
             raise ValueError(f"{root} is trained with another recipe: {diff} (recorded, asked); leave these options "
                              f"out, or use another --root")
         return rec
-    legacy = any(Path(root).glob("seed*/teacher.safetensors")) or any(Path(root).glob("seed*/teacher/checkpoints"))
-    rec = dataclasses.replace(LEGACY if legacy else Recipe(), **asked)
+    rec = dataclasses.replace(rec, **asked)
     from ..fileio import atomic_write_text
 
     Path(root).mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(dataclasses.asdict(rec), indent=1))
+    atomic_write_text(Path(root) / "recipe.json", json.dumps(dataclasses.asdict(rec), indent=1))
     return rec
 
 
