@@ -1,28 +1,31 @@
 """Benchmark (not a test): toy videos of 20,000 latent frames, past the 1024-frame RoPE table.
 
-    .venv/bin/python bench/bench_unbounded.py                       # ~15 min on 2 CPU cores
-    .venv/bin/python bench/bench_unbounded.py --frames 3000 --skip-cli   # quicker
+    .venv/bin/python bench/bench_unbounded.py                  # 192 videos: ~4.5 CPU-hours, resumable
+    .venv/bin/python bench/bench_unbounded.py --report-only    # figures and plot from the batches done so far
+    .venv/bin/python bench/bench_unbounded.py --frames 3000 --videos 16 --skip-cli   # quicker
 
 1. The CLI: `python -m sf_core generate --model toy --latent-frames N` (default positions "auto") runs to the end;
    its peak RSS against a 300-frame run; the mp4 has every frame.
-2. Quality over time, in-process, for each position mode that can go that far ("auto": absolute until the table
-   ends, then relative; "relative" from the start): a batch of videos (one per prompt), every 12-frame window
-   scored by the toy world's ground-truth metrics (shape and colour accuracy, presence, motion error, flicker;
-   motion fitted per window), compared with frames 36-47; per-chunk CPU time of the last 100 chunks against chunks
-   10-110. Writes the curves to docs/unbounded_toy.json and a plot to docs/unbounded_toy.png.
+2. Quality over time: videos in batches (prompts cycling over the world's 144, seed = batch index), every
+   12-frame window of every video scored by the toy world's ground-truth metrics (shape and colour accuracy,
+   presence, motion error, flicker; motion fitted per window). The curve is the mean over all videos per window,
+   compared with frames 36-47; per-chunk CPU time of the last 100 chunks against chunks 10-110. A batch saves its
+   session and scores every --save-every windows under --state, so a stopped run continues where it was.
+   Writes docs/unbounded_toy.json and docs/unbounded_toy.png.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = ["a red square moving right slow", "a blue circle moving down fast", "a green triangle moving left slow",
@@ -58,77 +61,159 @@ def cli_run(frames: int, threads: int) -> dict:
     return out
 
 
-def quality_run(mode: str, frames: int, threads: int) -> dict:
-    import dataclasses
-
-    import torch
-
-    from sf_core.sampling.pipeline import as_bundle, generate
-    from sf_core.sampling.session import new_session
-    from sf_core.toy import load_toy_bundle
-    from sf_core.toy.codec import ToyDecoder
+def window_scores(frames, prompts) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-video nansum and count of each metric over one window: two [V, M] tensors."""
     from sf_core.toy.metrics import score_video
 
-    torch.set_num_threads(threads)
+    sums, counts = torch.zeros(len(prompts), len(METRICS)), torch.zeros(len(prompts), len(METRICS))
+    for i, p in enumerate(prompts):
+        s = score_video(frames[i], p)
+        for j, k in enumerate(METRICS):
+            v = s[k].float()
+            ok = ~v.isnan()
+            sums[i, j], counts[i, j] = v[ok].sum(), ok.sum()
+    return sums, counts
+
+
+def run_batch(state: Path, index: int, prompts: list[str], frames: int, positions: str, save_every: int) -> Path:
+    """Generate batch `index` (one video per prompt, seed = index) for `frames` latent frames, scoring every
+    12-frame window; resumable: every `save_every` windows the session and the scores so far are saved under
+    `state`, and a rerun continues from there (bit-identical to an uninterrupted run). Returns the scores file."""
+    import dataclasses
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from sf_core.fileio import atomic_path
+    from sf_core.sampling.pipeline import as_bundle, generate
+    from sf_core.sampling.session import new_session
+    from sf_core.sampling.session_io import load_session, save_session
+    from sf_core.toy import load_toy_bundle
+    from sf_core.toy.codec import ToyDecoder
+
     b = as_bundle(load_toy_bundle())
-    settings = dataclasses.replace(b.settings, positions=mode)
-    ctx = b.text_encoder.encode(PROMPTS)
-    sess = new_session(b.transformer, ctx, latent_hw=b.latent_hw, batch=len(PROMPTS), seed=0, settings=settings)
+    chunk = b.settings.causal.chunk_frames
+    if WINDOW % chunk:
+        raise SystemExit(f"window {WINDOW} is not a multiple of the chunk size {chunk}")
+    scores = state / f"batch{index:03d}.scores.safetensors"
+    meta = {"prompts": prompts, "frames": frames, "positions": positions, "seed": index, "session": None}
+    sums, counts, cpu = torch.zeros(len(prompts), 0, len(METRICS)), torch.zeros(len(prompts), 0, len(METRICS)), []
+    if scores.exists():
+        with safe_open(str(scores), "pt") as f:
+            old = json.loads(f.metadata()["meta"])
+            sums, counts, cpu = f.get_tensor("sums"), f.get_tensor("counts"), f.get_tensor("cpu").tolist()
+        if {k: old[k] for k in ("prompts", "frames", "positions", "seed")} != {k: meta[k] for k in
+                                                                                ("prompts", "frames", "positions", "seed")}:
+            raise SystemExit(f"{scores} was made with other settings ({old['frames']} frames, "
+                             f"{old['positions']} positions); use another --state folder")
+        meta["session"] = old["session"]
+        if old.get("done"):
+            return scores
+    if meta["session"]:
+        sess = load_session(state / meta["session"], b.transformer)
+    else:
+        settings = dataclasses.replace(b.settings, positions=positions)
+        sess = new_session(b.transformer, b.text_encoder.encode(prompts), latent_hw=b.latent_hw,
+                           batch=len(prompts), seed=index, settings=settings)
     dec = ToyDecoder()
+    rows_s, rows_c = [sums], [counts]
     buf: list = []
-    curves = {k: [] for k in METRICS}
-    cpu: list[float] = []
-    state = {"t": time.process_time()}
+    clock = {"t": time.process_time()}
 
-    def on_chunk(r):
+    def on_chunk(r) -> None:
         now = time.process_time()
-        cpu.append(now - state["t"])
-        state["t"] = now
+        cpu.append(now - clock["t"])
         buf.append(r.frames)
-        have = sum(f.shape[2] for f in buf)
-        if have >= WINDOW:
-            win = torch.cat(buf, dim=2)
-            w, rest = win[:, :, :WINDOW], win[:, :, WINDOW:]
-            buf[:] = [rest] if rest.shape[2] else []
-            per = [score_video(w[i], PROMPTS[i]) for i in range(len(PROMPTS))]
-            for k in METRICS:
-                curves[k].append(float(torch.stack([p[k] for p in per]).nanmean()))
+        if sum(f.shape[2] for f in buf) == WINDOW:
+            s, c = window_scores(torch.cat(buf, dim=2), prompts)
+            rows_s.append(s[:, None])
+            rows_c.append(c[:, None])
+            buf.clear()
+        clock["t"] = time.process_time()  # scoring is not the model's time
 
-    generate(b.transformer, sess, num_frames=frames, decoder=dec, on_chunk=on_chunk, keep_latents=False)
-    base = {k: curves[k][3] for k in METRICS}  # window 3 = frames 36-47
-    worst = {}
-    for k in METRICS:
-        ref = base[k]
-        devs = [abs(v - ref) / max(abs(ref), 1e-6) for v in curves[k][4:]]
-        bins = [statistics.mean(curves[k][i:i + BIN]) for i in range(4, len(curves[k]) - BIN + 1, BIN)]
-        bin_devs = [abs(v - ref) / max(abs(ref), 1e-6) for v in bins]
-        worst[k] = {"frames_36_47": round(ref, 4), "max_rel_dev": round(max(devs), 3),
-                    "median_rel_dev": round(statistics.median(devs), 3), "last_window": round(curves[k][-1], 4),
-                    "first_bin_mean": round(bins[0], 4) if bins else None,
-                    "max_rel_dev_of_600_frame_bins": round(max(bin_devs), 3) if bins else None,
-                    "last_bin_mean": round(bins[-1], 4) if bins else None}
-    return {"mode": mode, "frames": frames, "windows": len(curves["present"]), "metrics": worst, "curves": curves,
-            "cpu_ratio_last100_over_10_110": round(statistics.median(cpu[-100:]) / statistics.median(cpu[10:110]), 3),
-            "cache_relative": sess.cache.relative, "positions": sess.cache.positions[:6]}
+    def save(done: bool) -> None:
+        name = f"batch{index:03d}.f{sess.next_frame:06d}.session.safetensors"
+        save_session(sess, state / name)
+        old_session, meta["session"], meta["done"] = meta["session"], name, done
+        with atomic_path(scores) as tmp:
+            save_file({"sums": torch.cat(rows_s, 1).contiguous(), "counts": torch.cat(rows_c, 1).contiguous(),
+                       "cpu": torch.tensor(cpu, dtype=torch.float64)}, str(tmp), metadata={"meta": json.dumps(meta)})
+        if old_session and old_session != name:
+            (state / old_session).unlink(missing_ok=True)
+
+    step = save_every * WINDOW
+    while sess.next_frame < frames:
+        n = min(step - sess.next_frame % step, frames - sess.next_frame)
+        generate(b.transformer, sess, num_frames=n, decoder=dec, on_chunk=on_chunk, keep_latents=False)
+        save(done=sess.next_frame >= frames)
+        print(f"batch {index}: frame {sess.next_frame}/{frames}", flush=True)
+    return scores
 
 
-def plot(results: list[dict], path: Path) -> None:
+def aggregate(files: list[Path]) -> dict:
+    """Curves (mean over every video per 12-frame window) and the figures against frames 36-47."""
+    from safetensors import safe_open
+
+    sums, counts, cpu_ratios, metas = [], [], [], []
+    for p in files:
+        with safe_open(str(p), "pt") as f:
+            sums.append(f.get_tensor("sums"))
+            counts.append(f.get_tensor("counts"))
+            cpu = f.get_tensor("cpu").tolist()
+            metas.append(json.loads(f.metadata()["meta"]))
+        if len(cpu) >= 220:
+            cpu_ratios.append(statistics.median(cpu[-100:]) / statistics.median(cpu[10:110]))
+    w = min(s.shape[1] for s in sums)
+    s = torch.cat([x[:, :w] for x in sums])  # [V, W, M]
+    c = torch.cat([x[:, :w] for x in counts])
+    curve = s.sum(0) / c.sum(0)  # [W, M]: nanmean over every frame of every video in the window
+    per_video = s / c  # [V, W, M]
+    v = s.shape[0]
+    out: dict = {"videos": v, "windows": w, "frames_scored": w * WINDOW, "batches": len(files),
+                 "done": all(m.get("done") for m in metas),
+                 "cpu_ratio_last100_over_10_110": [round(r, 3) for r in cpu_ratios], "metrics": {}}
+    early = slice(4, min(w, 1024 // WINDOW))  # frames 48-1019: inside the RoPE table, before any re-basing
+    late = slice(max(w - 1024 // WINDOW + 4, 4), w)  # the last ~1000 frames
+    for j, k in enumerate(METRICS):
+        ref = float(curve[3, j])
+        later = curve[4:, j]
+        rel = ((later - ref).abs() / max(abs(ref), 1e-6))
+        se = float(per_video[:, :, j].std(0).median()) / v ** 0.5  # standard error of one window's mean
+        bins = [float(later[i:i + BIN].mean()) for i in range(0, len(later) - BIN + 1, BIN)]
+        # drift: each video's mean over its last ~1000 frames minus its mean over frames 48-1019
+        d = per_video[:, late, j].nanmean(1) - per_video[:, early, j].nanmean(1)
+        out["metrics"][k] = {
+            "frames_36_47": round(ref, 4), "max_rel_dev": round(float(rel.max()), 4),
+            "windows_over_10pct": int((rel > 0.10).sum()), "median_rel_dev": round(float(rel.median()), 4),
+            "window_se_rel": round(se / max(abs(ref), 1e-6), 4),
+            "max_rel_dev_of_600_frame_bins": round(max(abs(x - ref) for x in bins) / max(abs(ref), 1e-6), 4)
+            if bins else None,
+            "last_bin_mean": round(bins[-1], 4) if bins else None,
+            "drift_last_1000_minus_first_1000": round(float(d.nanmean()), 5),
+            "drift_2se": round(2 * float(d.std()) / v ** 0.5, 5)}
+    out["curve"] = curve.T.tolist()
+    return out
+
+
+def plot(report: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(METRICS), figsize=(4 * len(METRICS), 3.2))
-    for ax, k in zip(axes, METRICS):
-        for r in results:
-            xs = [WINDOW * (i + 0.5) for i in range(len(r["curves"][k]))]
-            ax.plot(xs, r["curves"][k], lw=0.6, label=r["mode"])
+    for ax, k, ys in zip(axes, METRICS, report["curve"]):
+        xs = [WINDOW * (i + 0.5) for i in range(len(ys))]
+        ref = ys[3]
+        ax.axhspan(ref * 0.9, ref * 1.1, color="tab:green", alpha=0.12, lw=0, label="±10 % of frames 36-47")
+        ax.plot(xs, ys, lw=0.6)
         ax.axvline(1024, color="grey", ls=":", lw=0.8)
         ax.set_xscale("log")
         ax.set_title(k)
         ax.set_xlabel("latent frame")
-    axes[0].legend()
-    fig.suptitle(f"Toy world, {len(PROMPTS)} prompts, per 12-frame window (dotted: the 1024-position RoPE table)")
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"Toy world, {report['videos']} videos, mean per 12-frame window "
+                 f"(dotted: the 1024-position RoPE table)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -137,20 +222,43 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--frames", type=int, default=20001)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--modes", default="auto,relative")
+    ap.add_argument("--videos", type=int, default=192, help="videos in all (prompts cycle over the world's 144)")
+    ap.add_argument("--batch", type=int, default=48, help="videos generated together (one resumable batch)")
+    ap.add_argument("--positions", default="auto", choices=["auto", "relative"])
+    ap.add_argument("--state", default=str(ROOT / "runs" / "unbounded"), help="resumable state of the batches")
+    ap.add_argument("--save-every", type=int, default=50, help="windows between saves of a batch's state")
     ap.add_argument("--skip-cli", action="store_true")
+    ap.add_argument("--report-only", action="store_true", help="report the batches done so far; generate nothing")
     ap.add_argument("--out", default=str(ROOT / "docs" / "unbounded_toy"))
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
-    report: dict = {"frames": args.frames}
-    if not args.skip_cli:
-        report["cli"] = cli_run(args.frames, args.threads)
-        print(json.dumps(report["cli"]), flush=True)
-    results = [quality_run(m, args.frames, args.threads) for m in args.modes.split(",")]
-    report["quality"] = [{k: v for k, v in r.items() if k != "curves"} for r in results]
-    print(json.dumps(report, indent=1), flush=True)
-    Path(args.out + ".json").write_text(json.dumps({**report, "curves": {r["mode"]: r["curves"] for r in results}}))
-    plot(results, Path(args.out + ".png"))
+    torch.set_num_threads(args.threads)
+    from sf_core.toy.world import all_prompts
+
+    state = Path(args.state) / f"{args.positions}_{args.frames}"
+    state.mkdir(parents=True, exist_ok=True)
+    report: dict = {"frames": args.frames, "positions": args.positions}
+    cli = state / "cli.json"
+    if not args.skip_cli and not args.report_only and not cli.exists():
+        cli.write_text(json.dumps(cli_run(args.frames, args.threads)))
+    if cli.exists():
+        report["cli"] = json.loads(cli.read_text())
+    prompts = all_prompts()
+    files = []
+    for i in range(-(-args.videos // args.batch)):
+        ps = [prompts[j % len(prompts)] for j in range(i * args.batch, min((i + 1) * args.batch, args.videos))]
+        f = state / f"batch{i:03d}.scores.safetensors"
+        if not args.report_only:
+            f = run_batch(state, i, ps, args.frames, args.positions, args.save_every)
+        if f.exists():
+            files.append(f)
+    if not files:
+        raise SystemExit(f"no batch started yet in {state}")
+    report["quality"] = aggregate(files)
+    print(json.dumps({**report, "quality": {k: v for k, v in report["quality"].items() if k != "curve"}}, indent=1),
+          flush=True)
+    Path(args.out + ".json").write_text(json.dumps(report))
+    plot(report["quality"], Path(args.out + ".png"))
 
 
 if __name__ == "__main__":
