@@ -6,9 +6,9 @@
 
 1. The CLI: `python -m sf_core generate --model toy --latent-frames N` (default positions "auto") runs to the end;
    its peak RSS against a 300-frame run; the mp4 has every frame.
-2. Quality over time: videos in batches (prompts cycling over the world's 144, seed = batch index), every
-   12-frame window of every video scored by the toy world's ground-truth metrics (shape and colour accuracy,
-   presence, motion error, flicker; motion fitted per window). The curve is the mean over all videos per window,
+2. Quality over time: videos in batches (prompts cycling over the world's 144 in a mixed order, seed = batch
+   index), every 12-frame window of every video scored by the toy world's ground-truth metrics (shape and colour
+   accuracy, presence, motion error, flicker; motion fitted per window). The curve is the mean over all videos per window,
    compared with frames 36-47; per-chunk CPU time of the last 100 chunks against chunks 10-110. A batch saves its
    session and scores every --save-every windows under --state, so a stopped run continues where it was.
    Writes docs/unbounded_toy.json and docs/unbounded_toy.png.
@@ -246,7 +246,9 @@ def main() -> None:
     prompts = all_prompts()
     files = []
     for i in range(-(-args.videos // args.batch)):
-        ps = [prompts[j % len(prompts)] for j in range(i * args.batch, min((i + 1) * args.batch, args.videos))]
+        # video j gets prompt 7j mod 144: every batch mixes shapes, colours and motions, and any 144 videos in a
+        # row cover every prompt once
+        ps = [prompts[7 * j % len(prompts)] for j in range(i * args.batch, min((i + 1) * args.batch, args.videos))]
         f = state / f"batch{i:03d}.scores.safetensors"
         if not args.report_only:
             f = run_batch(state, i, ps, args.frames, args.positions, args.save_every)
