@@ -68,3 +68,23 @@ def test_tiny_two_seed_run_resumes_and_reports(tmp_path):
     assert json.loads(paths["json"].read_text())["plan"]["scale"] == 0.002
     with pytest.raises(ValueError, match="holds an experiment at scale 0.002, not 0.5"):
         ex.run(ex.Plan(seeds=[0], stages=["teacher"], scale=0.5, root=str(tmp_path / "r")))
+
+
+def test_window_plot_with_spread(tmp_path):
+    """The bar plot of the report: every window, seeds as dots; a stage with only some windows (the teacher) and
+    a NaN value (a lost object) do not break it."""
+    pytest.importorskip("matplotlib")
+    row = {"prompt_motion": 0.9, "shape_acc": 1.0, "pos_err": float("nan"), "motion_err": 0.4}
+    results = {s: {"teacher": {"x1": dict(row)},
+                   "sf": {w: {**row, "prompt_motion": 0.8 + 0.05 * s} for w in ("x1", "x4_tail", "x16_tail")}}
+               for s in range(3)}
+    for r in results.values():
+        for v in r.values():
+            v["per_frame"] = {"pos_err": [1.0]}
+    agg = ex.aggregate(results)
+    assert agg["sf"]["x16_tail"]["prompt_motion"]["std"] == pytest.approx(0.05)
+    path = ex.plot_windows(agg, tmp_path / "w.png")
+    from PIL import Image
+
+    with Image.open(path) as im:
+        assert im.format == "PNG" and im.size[1] > 400

@@ -8,7 +8,7 @@ its checkpoint, `recipes.train_stage`), and each (seed, stage) evaluation is sav
 `<root>/seed<S>/eval/<stage>.json` with the size and mtime of the weights it measured, so a rerun evaluates
 only what is new. `--scale` multiplies every stage's steps (and the number of ODE pairs); the scale is recorded
 in `<root>/experiment.json` and a root never mixes scales. The summary (`--out`: .json, .md and, with
-matplotlib, .png) holds, per stage and window, the mean, the sample standard deviation and the seeds it covers.
+matplotlib, .png and _windows.png) holds, per stage and window, the mean, the sample standard deviation and the seeds it covers.
 """
 from __future__ import annotations
 
@@ -187,6 +187,52 @@ def table(agg: dict[str, dict], window: str) -> str:
     return "\n".join(lines)
 
 
+WINDOW_METRICS = ("prompt_motion", "shape_acc", "pos_err", "motion_err")
+
+
+def plot_windows(agg: dict[str, dict], path: str | Path, metrics=WINDOW_METRICS) -> Path:
+    """Bars of the mean over seeds per stage and window (1x, 4x tail, 16x tail), the sample std as error bars
+    and each seed's value as a dot: what the tables say, with their spread."""
+    ev.check_plotting()
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = {k: lbl for k, lbl, _ in ev.ROWS}
+    stages = [s for s in agg if any(w in agg[s] for w, _ in WINDOWS)]
+    fig, axes = plt.subplots(len(metrics), 1, figsize=(max(8.0, 1.1 * len(stages) + 2), 2.6 * len(metrics)),
+                             sharex=True)
+    width = 0.8 / len(WINDOWS)
+    for ax, m in zip(axes, metrics):
+        for j, (window, title) in enumerate(WINDOWS):
+            xs, means, errs = [], [], []
+            for i, stage in enumerate(stages):
+                st = agg[stage].get(window, {}).get(m)
+                if st is None:
+                    continue
+                x = i + (j - (len(WINDOWS) - 1) / 2) * width
+                xs.append(x)
+                means.append(st["mean"])
+                errs.append(0.0 if st["n"] < 2 else st["std"])
+                vals = [v for v in st["values"] if v is not None and not math.isnan(v)]
+                ax.plot([x] * len(vals), vals, "k.", ms=3, zorder=3)
+            ax.bar(xs, means, width, yerr=errs, capsize=2, label=title.split(",")[0], color=f"C{j}", alpha=0.8)
+        ax.set_ylabel(names.get(m, m))
+        ax.grid(axis="y", alpha=0.3)
+    seeds = sorted({a["seeds"] for a in agg.values()})
+    axes[0].set_title(f"Mean over seeds ({'/'.join(map(str, seeds))} per model), sample std, one dot per seed",
+                      pad=24)
+    axes[0].legend(fontsize=8, ncol=len(WINDOWS), loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
+    axes[-1].set_xticks(range(len(stages)))
+    axes[-1].set_xticklabels([LABELS[s] for s in stages], rotation=25, ha="right", fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def report(plan: Plan, agg: dict[str, dict], out: str | Path, plot: bool = True) -> dict[str, Path]:
     """Write <out>.json (plan + aggregate), <out>.md (one table per window) and, with matplotlib, <out>.png."""
     out = Path(out)
@@ -210,7 +256,8 @@ def report(plan: Plan, agg: dict[str, dict], out: str | Path, plot: bool = True)
     if plot:
         curves = {LABELS[s]: {"per_frame": a["per_frame"]} for s, a in agg.items() if s != "teacher"}
         paths["png"] = ev.plot(curves, f"{out}.png")
+        paths["windows_png"] = plot_windows(agg, f"{out}_windows.png")
     return paths
 
 
-__all__ = ["Plan", "run", "aggregate", "table", "report", "check_root", "EXPERIMENT_STAGES", "LABELS"]
+__all__ = ["Plan", "run", "aggregate", "table", "report", "plot_windows", "check_root", "EXPERIMENT_STAGES", "LABELS"]
