@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -104,8 +105,8 @@ def run_batch(state: Path, index: int, prompts: list[str], frames: int, position
             sums, counts, cpu = f.get_tensor("sums"), f.get_tensor("counts"), f.get_tensor("cpu").tolist()
         if {k: old[k] for k in ("prompts", "frames", "positions", "seed")} != {k: meta[k] for k in
                                                                                 ("prompts", "frames", "positions", "seed")}:
-            raise SystemExit(f"{scores} was made with other settings ({old['frames']} frames, "
-                             f"{old['positions']} positions); use another --state folder")
+            raise SystemExit(f"{scores} was made for other videos (prompts, seed, frames or positions differ: "
+                             f"--videos / --batch changed?); rerun with the earlier --videos and --batch, or use another --state folder")
         meta["session"] = old["session"]
         if old.get("done"):
             return scores
@@ -147,11 +148,23 @@ def run_batch(state: Path, index: int, prompts: list[str], frames: int, position
         generate(b.transformer, sess, num_frames=n, decoder=dec, on_chunk=on_chunk, keep_latents=False)
         save(done=sess.next_frame >= frames)
         print(f"batch {index}: frame {sess.next_frame}/{frames}", flush=True)
+        clock["t"] = time.process_time()  # saving is not the model's time either
     return scores
 
 
-def aggregate(files: list[Path]) -> dict:
-    """Curves (mean over every video per 12-frame window) and the figures against frames 36-47."""
+def _finite_std(x: torch.Tensor) -> tuple[float, int]:
+    """Sample std over the finite entries of x [N] and how many there are."""
+    x = x[x.isfinite()]
+    return (float(x.std()) if len(x) > 1 else float("nan")), len(x)
+
+
+def aggregate(files: list[Path], planned_batches: int | None = None) -> dict:
+    """Curves (mean over every video per 12-frame window) and the figures against frames 36-47.
+
+    Noise: a window's mean has standard error se (per-video spread / sqrt(videos)); its difference from the
+    single reference window has sqrt(2) se, and under noise alone about W * P(|N(0, sqrt(2) se)| > 10 %) of W
+    windows would pass the 10 % bound ("windows_over_10pct_expected_from_noise"). Drift: each video's mean over
+    frames 48-1019 against its mean over its last 81 windows (reported once both spans are apart)."""
     from safetensors import safe_open
 
     sums, counts, cpu_ratios, metas = [], [], [], []
@@ -164,33 +177,43 @@ def aggregate(files: list[Path]) -> dict:
         if len(cpu) >= 220:
             cpu_ratios.append(statistics.median(cpu[-100:]) / statistics.median(cpu[10:110]))
     w = min(s.shape[1] for s in sums)
+    if w < 5:
+        raise SystemExit(f"only {w} windows scored so far; the report needs frames 36-47 and one window after")
     s = torch.cat([x[:, :w] for x in sums])  # [V, W, M]
     c = torch.cat([x[:, :w] for x in counts])
     curve = s.sum(0) / c.sum(0)  # [W, M]: nanmean over every frame of every video in the window
     per_video = s / c  # [V, W, M]
     v = s.shape[0]
     out: dict = {"videos": v, "windows": w, "frames_scored": w * WINDOW, "batches": len(files),
-                 "done": all(m.get("done") for m in metas),
+                 "done": all(m.get("done") for m in metas) and len(files) >= (planned_batches or len(files)),
                  "cpu_ratio_last100_over_10_110": [round(r, 3) for r in cpu_ratios], "metrics": {}}
-    early = slice(4, min(w, 1024 // WINDOW))  # frames 48-1019: inside the RoPE table, before any re-basing
-    late = slice(max(w - 1024 // WINDOW + 4, 4), w)  # the last ~1000 frames
+    span = 1024 // WINDOW - 4  # 81 windows
+    early = slice(4, 4 + span)  # frames 48-1019: inside the RoPE table, before any re-basing
+    late = slice(w - span, w)  # the last 972 frames
+    apart = w >= 4 + 2 * span
     for j, k in enumerate(METRICS):
         ref = float(curve[3, j])
         later = curve[4:, j]
         rel = ((later - ref).abs() / max(abs(ref), 1e-6))
-        se = float(per_video[:, :, j].std(0).median()) / v ** 0.5  # standard error of one window's mean
+        spread = [_finite_std(per_video[:, i, j]) for i in range(w)]
+        se = statistics.median(sd / n ** 0.5 for sd, n in spread if n > 1) if any(n > 1 for _, n in spread) \
+            else float("nan")  # standard error of one window's mean
+        noise = 2 ** 0.5 * se / max(abs(ref), 1e-6)  # of a window's relative difference from frames 36-47
+        expected = len(later) * math.erfc(0.10 / (noise * 2 ** 0.5)) if noise > 0 else 0.0
         bins = [float(later[i:i + BIN].mean()) for i in range(0, len(later) - BIN + 1, BIN)]
         # drift: each video's mean over its last ~1000 frames minus its mean over frames 48-1019
         d = per_video[:, late, j].nanmean(1) - per_video[:, early, j].nanmean(1)
+        d_sd, d_n = _finite_std(d)
         out["metrics"][k] = {
             "frames_36_47": round(ref, 4), "max_rel_dev": round(float(rel.max()), 4),
             "windows_over_10pct": int((rel > 0.10).sum()), "median_rel_dev": round(float(rel.median()), 4),
-            "window_se_rel": round(se / max(abs(ref), 1e-6), 4),
+            "noise_rel_of_difference": round(noise, 4),
+            "windows_over_10pct_expected_from_noise": round(expected, 1),
             "max_rel_dev_of_600_frame_bins": round(max(abs(x - ref) for x in bins) / max(abs(ref), 1e-6), 4)
             if bins else None,
             "last_bin_mean": round(bins[-1], 4) if bins else None,
-            "drift_last_1000_minus_first_1000": round(float(d.nanmean()), 5),
-            "drift_2se": round(2 * float(d.std()) / v ** 0.5, 5)}
+            "drift_last_1000_minus_first_1000": round(float(d[d.isfinite()].mean()), 5) if apart else None,
+            "drift_2se": round(2 * d_sd / d_n ** 0.5, 5) if apart and d_n > 1 else None}
     out["curve"] = curve.T.tolist()
     return out
 
@@ -256,7 +279,7 @@ def main() -> None:
             files.append(f)
     if not files:
         raise SystemExit(f"no batch started yet in {state}")
-    report["quality"] = aggregate(files)
+    report["quality"] = aggregate(files, -(-args.videos // args.batch))
     print(json.dumps({**report, "quality": {k: v for k, v in report["quality"].items() if k != "curve"}}, indent=1),
           flush=True)
     Path(args.out + ".json").write_text(json.dumps(report))

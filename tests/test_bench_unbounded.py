@@ -24,13 +24,16 @@ def test_stopped_batch_resumes_bit_identically(tmp_path, monkeypatch):
     bench = _bench()
     prompts = ["a red square moving right slow", "a blue circle moving down fast"]
     full = bench.run_batch(tmp_path / "a", 0, prompts, 60, "auto", save_every=1)
-    real, calls = pipeline.generate, []
+    real, chunks = pipeline.generate, []
 
-    def stops_after_two(*a, **k):
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        calls.append(1)
-        return real(*a, **k)
+    def stops_after_two(*a, on_chunk, **k):  # stopped in the 3rd save interval, after its first 2 chunks
+
+        def counting(r):
+            if len(chunks) == 10:
+                raise KeyboardInterrupt
+            chunks.append(1)
+            on_chunk(r)
+        return real(*a, on_chunk=counting, **k)
 
     monkeypatch.setattr(pipeline, "generate", stops_after_two)
     with pytest.raises(KeyboardInterrupt):
@@ -43,9 +46,10 @@ def test_stopped_batch_resumes_bit_identically(tmp_path, monkeypatch):
     assert torch.equal(a["sums"], b["sums"]) and torch.equal(a["counts"], b["counts"])
     assert len(b["cpu"]) == 20  # one CPU time per chunk of 3 frames
 
-    with pytest.raises(SystemExit, match="other settings"):
-        bench.run_batch(tmp_path / "b", 0, prompts, 72, "auto", save_every=1)
+    with pytest.raises(SystemExit, match="other videos"):
+        bench.run_batch(tmp_path / "b", 0, prompts[:1], 60, "auto", save_every=1)
     rep = bench.aggregate([full])
-    assert rep["videos"] == 2 and rep["windows"] == 5 and rep["done"]
+    assert rep["videos"] == 2 and rep["windows"] == 5 and rep["done"] and not bench.aggregate([full], 2)["done"]
+    assert rep["metrics"]["shape_acc"]["drift_last_1000_minus_first_1000"] is None  # 60 frames: no two spans
     assert rep["metrics"]["colour_acc"]["frames_36_47"] == pytest.approx(float(
         a["sums"][:, 3, 1].sum() / a["counts"][:, 3, 1].sum()))

@@ -201,7 +201,8 @@ def plot_windows(agg: dict[str, dict], path: str | Path, metrics=WINDOW_METRICS)
     names = {k: lbl for k, lbl, _ in ev.ROWS}
     stages = [s for s in agg if any(w in agg[s] for w, _ in WINDOWS)]
     fig, axes = plt.subplots(len(metrics), 1, figsize=(max(8.0, 1.1 * len(stages) + 2), 2.6 * len(metrics)),
-                             sharex=True)
+                             sharex=True, squeeze=False)
+    axes = axes[:, 0]
     width = 0.8 / len(WINDOWS)
     for ax, m in zip(axes, metrics):
         for j, (window, title) in enumerate(WINDOWS):
@@ -234,7 +235,8 @@ def plot_windows(agg: dict[str, dict], path: str | Path, metrics=WINDOW_METRICS)
 
 
 def report(plan: Plan, agg: dict[str, dict], out: str | Path, plot: bool = True) -> dict[str, Path]:
-    """Write <out>.json (plan + aggregate), <out>.md (one table per window) and, with matplotlib, <out>.png."""
+    """Write <out>.json (plan + aggregate), <out>.md (one table per window) and, with matplotlib, <out>.png
+    (per-frame curves) and <out>_windows.png (`plot_windows`)."""
     out = Path(out)
     if out.suffix in (".json", ".md", ".png"):
         out = out.with_suffix("")
