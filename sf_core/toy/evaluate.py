@@ -187,6 +187,13 @@ def plot(results: dict[str, dict], path: str | Path, metrics=("pos_err", "shape_
         ax.set_xlabel("frame")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
+    return save_figure(fig, path)
+
+
+def save_figure(fig, path: str | Path) -> Path:
+    """Lay out, write (creating the folder) and close a matplotlib figure; returns the path."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -203,4 +210,4 @@ def save(results: dict, path: str | Path) -> Path:
 
 
 __all__ = ["record", "evaluate_student", "evaluate_teacher", "ground_truth", "student_rollout", "teacher_sample",
-           "measure", "table", "plot", "save", "METRICS"]
+           "measure", "table", "plot", "save_figure", "save", "METRICS"]

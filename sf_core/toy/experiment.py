@@ -226,12 +226,7 @@ def plot_windows(agg: dict[str, dict], path: str | Path, metrics=WINDOW_METRICS)
     axes[0].legend(fontsize=8, ncol=len(WINDOWS), loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
     axes[-1].set_xticks(range(len(stages)))
     axes[-1].set_xticklabels([LABELS[s] for s in stages], rotation=25, ha="right", fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return ev.save_figure(fig, path)
 
 
 def report(plan: Plan, agg: dict[str, dict], out: str | Path, plot: bool = True) -> dict[str, Path]:
