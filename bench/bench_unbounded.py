@@ -64,16 +64,12 @@ def cli_run(frames: int, threads: int) -> dict:
 
 def window_scores(frames, prompts) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-video nansum and count of each metric over one window: two [V, M] tensors."""
-    from sf_core.toy.metrics import score_video
+    from sf_core.toy.metrics import score_batch
 
-    sums, counts = torch.zeros(len(prompts), len(METRICS)), torch.zeros(len(prompts), len(METRICS))
-    for i, p in enumerate(prompts):
-        s = score_video(frames[i], p)
-        for j, k in enumerate(METRICS):
-            v = s[k].float()
-            ok = ~v.isnan()
-            sums[i, j], counts[i, j] = v[ok].sum(), ok.sum()
-    return sums, counts
+    scores = score_batch(frames, prompts)
+    v = torch.stack([scores[k].float() for k in METRICS], dim=-1)  # [V, T, M]
+    ok = ~v.isnan()
+    return torch.where(ok, v, 0.0).sum(1), ok.sum(1).float()
 
 
 def run_batch(state: Path, index: int, prompts: list[str], frames: int, positions: str, save_every: int) -> Path:
