@@ -246,6 +246,9 @@ def main() -> None:
     ap.add_argument("--positions", default="auto", choices=["auto", "relative"])
     ap.add_argument("--state", default=str(ROOT / "runs" / "unbounded"), help="resumable state of the batches")
     ap.add_argument("--save-every", type=int, default=50, help="windows between saves of a batch's state")
+    ap.add_argument("--only", type=int, nargs="+", metavar="I",
+                    help="generate only these batches (e.g. two processes, one per core: --only 0 1 / --only 2 3); "
+                         "the report still reads every batch saved so far")
     ap.add_argument("--skip-cli", action="store_true")
     ap.add_argument("--report-only", action="store_true", help="report the batches done so far; generate nothing")
     ap.add_argument("--out", default=str(ROOT / "docs" / "unbounded_toy"))
@@ -263,19 +266,23 @@ def main() -> None:
     if cli.exists():
         report["cli"] = json.loads(cli.read_text())
     prompts = all_prompts()
+    n_batches = -(-args.videos // args.batch)
+    if args.only is not None and not all(0 <= i < n_batches for i in args.only):
+        raise SystemExit(f"--only {args.only}: batches are 0..{n_batches - 1} for --videos {args.videos} "
+                         f"--batch {args.batch}")
     files = []
-    for i in range(-(-args.videos // args.batch)):
+    for i in range(n_batches):
         # video j gets prompt 7j mod 144: every batch mixes shapes, colours and motions, and any 144 videos in a
         # row cover every prompt once
         ps = [prompts[7 * j % len(prompts)] for j in range(i * args.batch, min((i + 1) * args.batch, args.videos))]
         f = state / f"batch{i:03d}.scores.safetensors"
-        if not args.report_only:
+        if not args.report_only and (args.only is None or i in args.only):
             f = run_batch(state, i, ps, args.frames, args.positions, args.save_every)
         if f.exists():
             files.append(f)
     if not files:
         raise SystemExit(f"no batch started yet in {state}")
-    report["quality"] = aggregate(files, -(-args.videos // args.batch))
+    report["quality"] = aggregate(files, n_batches)
     print(json.dumps({**report, "quality": {k: v for k, v in report["quality"].items() if k != "curve"}}, indent=1),
           flush=True)
     Path(args.out + ".json").write_text(json.dumps(report))
