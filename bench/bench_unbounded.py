@@ -285,8 +285,11 @@ def main() -> None:
     report["quality"] = aggregate(files, n_batches)
     print(json.dumps({**report, "quality": {k: v for k, v in report["quality"].items() if k != "curve"}}, indent=1),
           flush=True)
-    Path(args.out + ".json").write_text(json.dumps(report))
-    plot(report["quality"], Path(args.out + ".png"))
+    # the figures in docs/ are replaced only by a finished run; a partial report goes beside them
+    out = args.out if report["quality"]["done"] else args.out + "_partial"
+    Path(out + ".json").write_text(json.dumps(report))
+    plot(report["quality"], Path(out + ".png"))
+    print(f"wrote {out}.json and {out}.png", flush=True)
 
 
 if __name__ == "__main__":
