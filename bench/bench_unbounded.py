@@ -157,9 +157,10 @@ def _finite_std(x: torch.Tensor) -> tuple[float, int]:
 def aggregate(files: list[Path], planned_batches: int | None = None) -> dict:
     """Curves (mean over every video per 12-frame window) and the figures against frames 36-47.
 
-    Noise: a window's mean has standard error se (per-video spread / sqrt(videos)); its difference from the
-    single reference window has sqrt(2) se, and under noise alone about W * P(|N(0, sqrt(2) se)| > 10 %) of W
-    windows would pass the 10 % bound ("windows_over_10pct_expected_from_noise"). Drift: each video's mean over
+    Noise: a window's difference from frames 36-47 is the mean over videos of each video's difference (the same
+    videos in every window), with standard error se = spread of those differences / sqrt(videos); under noise
+    alone about W * P(|N(0, se)| > 10 %) of W windows would pass the 10 % bound
+    ("windows_over_10pct_expected_from_noise"). Drift: each video's mean over
     frames 48-1019 against its mean over its last 81 windows (reported once both spans are apart)."""
     from safetensors import safe_open
 
@@ -191,10 +192,12 @@ def aggregate(files: list[Path], planned_batches: int | None = None) -> dict:
         ref = float(curve[3, j])
         later = curve[4:, j]
         rel = ((later - ref).abs() / max(abs(ref), 1e-6))
-        spread = [_finite_std(per_video[:, i, j]) for i in range(w)]
+        # paired: every window holds the same videos as frames 36-47, so a window's difference from them is the
+        # mean of per-video differences (a video's own level cancels); its standard error, median over windows
+        spread = [_finite_std(per_video[:, i, j] - per_video[:, 3, j]) for i in range(4, w)]
         se = statistics.median(sd / n ** 0.5 for sd, n in spread if n > 1) if any(n > 1 for _, n in spread) \
-            else float("nan")  # standard error of one window's mean
-        noise = 2 ** 0.5 * se / max(abs(ref), 1e-6)  # of a window's relative difference from frames 36-47
+            else float("nan")
+        noise = se / max(abs(ref), 1e-6)  # of a window's relative difference from frames 36-47
         expected = len(later) * math.erfc(0.10 / (noise * 2 ** 0.5)) if noise > 0 else 0.0
         bins = [float(later[i:i + BIN].mean()) for i in range(0, len(later) - BIN + 1, BIN)]
         # drift: each video's mean over its last ~1000 frames minus its mean over frames 48-1019

@@ -53,3 +53,28 @@ def test_stopped_batch_resumes_bit_identically(tmp_path, monkeypatch):
     assert rep["metrics"]["shape_acc"]["drift_last_1000_minus_first_1000"] is None  # 60 frames: no two spans
     assert rep["metrics"]["colour_acc"]["frames_36_47"] == pytest.approx(float(
         a["sums"][:, 3, 1].sum() / a["counts"][:, 3, 1].sum()))
+
+
+def test_noise_of_a_window_difference_is_paired(tmp_path):
+    """Videos at very different but steady levels: every window equals frames 36-47 video by video, so the noise of
+    a window's difference is zero (an unpaired estimate would see the spread between videos); per-video noise of
+    known size gives se = its spread / sqrt(videos)."""
+    import json as _json
+
+    from safetensors.torch import save_file
+
+    bench = _bench()
+    m, v, w = len(bench.METRICS), 400, 8
+    level = torch.linspace(1.0, 3.0, v)[:, None, None].expand(v, w, m).clone()
+    counts = torch.full((v, w, m), 12.0)
+    meta = {"metadata": {"meta": _json.dumps({"done": True})}}
+    save_file({"sums": level * counts, "counts": counts, "cpu": torch.ones(3)}, str(tmp_path / "a.safetensors"), **meta)
+    rep = bench.aggregate([tmp_path / "a.safetensors"])
+    assert all(rep["metrics"][k]["noise_rel_of_difference"] == 0.0 for k in bench.METRICS)
+    g = torch.Generator().manual_seed(0)
+    noisy = level + 0.1 * torch.randn(v, w, m, generator=g)
+    save_file({"sums": noisy * counts, "counts": counts, "cpu": torch.ones(3)}, str(tmp_path / "b.safetensors"), **meta)
+    rep = bench.aggregate([tmp_path / "b.safetensors"])
+    ref = float(noisy[:, 3].mean())  # per-metric refs are all close to 2.0
+    for k in bench.METRICS:  # difference of two noisy windows: spread 0.1 * sqrt(2), over sqrt(400) videos
+        assert rep["metrics"][k]["noise_rel_of_difference"] == pytest.approx(0.1 * 2 ** 0.5 / 20 / ref, rel=0.15)
