@@ -258,6 +258,7 @@ def main() -> None:
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
     torch.set_num_threads(args.threads)
+    from sf_core.fileio import atomic_path
     from sf_core.toy.world import all_prompts
 
     state = Path(args.state) / f"{args.positions}_{args.frames}"
@@ -265,7 +266,9 @@ def main() -> None:
     report: dict = {"frames": args.frames, "positions": args.positions}
     cli = state / "cli.json"
     if not args.skip_cli and not args.report_only and not cli.exists():
-        cli.write_text(json.dumps(cli_run(args.frames, args.threads)))
+        result = cli_run(args.frames, args.threads)
+        with atomic_path(cli) as tmp:
+            tmp.write_text(json.dumps(result))
     if cli.exists():
         report["cli"] = json.loads(cli.read_text())
     prompts = all_prompts()
@@ -290,8 +293,10 @@ def main() -> None:
           flush=True)
     # the figures in docs/ are replaced only by a finished run; a partial report goes beside them
     out = args.out if report["quality"]["done"] else args.out + "_partial"
-    Path(out + ".json").write_text(json.dumps(report))
-    plot(report["quality"], Path(out + ".png"))
+    with atomic_path(out + ".json") as tmp:
+        tmp.write_text(json.dumps(report))
+    with atomic_path(out + ".png") as tmp:
+        plot(report["quality"], tmp)
     print(f"wrote {out}.json and {out}.png", flush=True)
 
 

@@ -1,11 +1,12 @@
 """bench/bench_unbounded.py keeps its promise of resumability: a batch stopped between saves and run again
 gives exactly the scores of an uninterrupted run, and the report reads them back."""
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 import sf_core.sampling.pipeline as pipeline
 
@@ -59,15 +60,11 @@ def test_noise_of_a_window_difference_is_paired(tmp_path):
     """Videos at very different but steady levels: every window equals frames 36-47 video by video, so the noise of
     a window's difference is zero (an unpaired estimate would see the spread between videos); per-video noise of
     known size gives se = its spread / sqrt(videos)."""
-    import json as _json
-
-    from safetensors.torch import save_file
-
     bench = _bench()
     m, v, w = len(bench.METRICS), 400, 8
     level = torch.linspace(1.0, 3.0, v)[:, None, None].expand(v, w, m).clone()
     counts = torch.full((v, w, m), 12.0)
-    meta = {"metadata": {"meta": _json.dumps({"done": True})}}
+    meta = {"metadata": {"meta": json.dumps({"done": True})}}
     save_file({"sums": level * counts, "counts": counts, "cpu": torch.ones(3)}, str(tmp_path / "a.safetensors"), **meta)
     rep = bench.aggregate([tmp_path / "a.safetensors"])
     assert all(rep["metrics"][k]["noise_rel_of_difference"] == 0.0 for k in bench.METRICS)
