@@ -62,6 +62,7 @@ def main() -> None:
 
     g = torch.Generator().manual_seed(3)
     z_raw = torch.randn(1, 16, 3, 2, 2, generator=g)  # 16x16 pixels: enough for every layer, fast on CPU
+    z_long = torch.randn(1, 16, 8, 2, 2, generator=g)  # even and > 2 chunks: the host's own pairs end odd
     with torch.inference_mode():
         comfy_full = vae.decode(z_raw)  # [B, T, H, W, 3] in [0, 1]
         ours_full = ours.decode_raw(z_raw)  # [B, 3, T, H, W] in [-1, 1]
@@ -80,6 +81,22 @@ def main() -> None:
         res["stream_frames"] = [first.shape[2], rest.shape[2]]
         res["stream_vs_vae_decode"] = ((streamed + 1) / 2 - comfy_full.permute(0, 4, 1, 2, 3)).abs().max().item()
         res["stream_vs_ours"] = (streamed - ours_full).abs().max().item()
+
+        # longer streams in chunkings other than the host's own (frame 0, then pairs): every one == VAE.decode
+        long_full = vae.decode(z_long).permute(0, 4, 1, 2, 3) * 2 - 1
+        res["long_scale"] = long_full.std().item()
+        res["long_frames"] = long_full.shape[2]
+        res["long_vs_ours"] = (long_full - ours.decode_raw(z_long)).abs().max().item()
+        diffs = {}
+        for sizes in ((3, 3, 2), (1,) * 8, (1, 2, 2, 2, 1), (2, 3, 3), (8,)):
+            state, pieces, at = None, [], 0
+            for n in sizes:
+                out, state = dec.decode_chunk(normalize(z_long[:, :, at:at + n]), state)
+                state = ComfyDecoderState.from_tensors(state.to_tensors())  # as a saved session would
+                pieces.append(out)
+                at += n
+            diffs["+".join(map(str, sizes))] = (torch.cat(pieces, dim=2) - long_full).abs().max().item()
+        res["long_stream_vs_vae_decode"] = diffs
 
         video = torch.rand(1, 3, 5, 16, 16, generator=g) * 2 - 1
         comfy_mu = vae.encode(((video + 1) / 2)[0].permute(1, 2, 3, 0))  # IMAGE [T, H, W, 3] in [0, 1]

@@ -34,8 +34,8 @@ def comfy_python(comfy_dir: Path) -> str:
 # ---------------------------------------------------------------------------------------------- models
 def write_models(base: Path) -> dict[str, str]:
     """Tiny Wan2.1 T2V DiT (dim 256 = 2 heads of 128, text_dim 4096, random non-zero head) as a ComfyUI
-    diffusion model and as an official Self Forcing .pt; a random-weight full-size Wan2.1 VAE (decoder half:
-    ComfyUI fixes the VAE size); two saved prompt conditionings [512, 4096]."""
+    diffusion model and as an official Self Forcing .pt; a random-weight full-size Wan2.1 VAE (encoder and
+    decoder, as in a real `wan_2.1_vae.safetensors`: ComfyUI fixes the VAE size, and 0.27's loader needs both); two saved prompt conditionings [512, 4096]."""
     from safetensors.torch import save_file
 
     from sf_core.config import WanConfig
@@ -53,7 +53,7 @@ def write_models(base: Path) -> dict[str, str]:
                str(dm_dir / SF_PT_FILE))
     if not (vae_dir / VAE_FILE).exists():
         g = torch.Generator().manual_seed(0)
-        vae = WanVAE(WanVAEConfig(), with_encoder=False)
+        vae = WanVAE(WanVAEConfig(), with_encoder=True)
         vsd = {}
         for k, v in vae.state_dict().items():
             r = torch.randn(v.shape, generator=g)

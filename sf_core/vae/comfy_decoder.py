@@ -8,6 +8,15 @@ own list across chunks and drives the decoder the same way (comfy_host.md §2.5)
 The decoder assigns into `feat` (never changes a cached tensor in place), so copying the list before each
 chunk keeps a state immutable like the other decoders' states. Latents arrive in model space and are
 denormalised here (ComfyUI's VAE works on raw latents).
+
+Two host behaviours are handled by one code path:
+- ComfyUI <= ~0.3.x: `Decoder3d` returns a tensor, and each causal conv pads a one-frame cache with the last
+  frame of the cache before it, so a cache always holds the last two frames (`CACHE_T`).
+- ComfyUI >= ~0.2x (checked on 0.27): `Decoder3d` returns a list of frame pieces, and a cache keeps only the
+  frames of the last call (its own `decode` feeds frame 0, then pairs, so its caches hold two frames). Fed one
+  frame at a time, a cache would hold one frame and the next call would pad a zero where the previous frame
+  belongs. `_carry_history` restores the missing frame after every call, as the old host did inline, so a
+  stream matches the host's own full decode whatever the chunk sizes.
 """
 from __future__ import annotations
 
@@ -49,9 +58,40 @@ class ComfyDecoderState:
         return cls(tuple(slots_from_tensors(d, prefix + "feat.", marker=COMFY_FIRST_FRAME)), frames, batch, (h, w))
 
 
-def _causal_conv_count(module: torch.nn.Module) -> int:
-    # ComfyUI sizes the cache list by counting its CausalConv3d modules; we count them by class name.
-    return sum(type(m).__name__ == "CausalConv3d" for m in module.modules())
+CACHE_T = 2  # frames of history a causal conv of kernel 3 needs
+
+
+def _cache_slot_count(module: torch.nn.Module) -> int:
+    # ComfyUI sizes the cache list by counting its CausalConv3d modules (newer hosts also count temporal
+    # downsamplers, which only the encoder has); we count them by class name.
+    return sum(type(m).__name__ == "CausalConv3d"
+               or (type(m).__name__ == "Resample" and getattr(m, "mode", None) == "downsample3d")
+               for m in module.modules())
+
+
+def _frames(out: Any) -> torch.Tensor:
+    """A decoder call's output: a tensor (older hosts) or a list of frame pieces (newer hosts)."""
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, (list, tuple)) and out and all(isinstance(t, torch.Tensor) for t in out):
+        return torch.cat(list(out), dim=2)
+    raise VAEError(f"ComfyUI's Wan VAE decoder returned {type(out).__name__} "
+                   f"{'(empty)' if isinstance(out, (list, tuple)) and not out else ''}; expected a tensor or a "
+                   "list of tensors (an unsupported ComfyUI version? please report it with your ComfyUI version)")
+
+
+def _carry_history(before: list[Any], after: list[Any]) -> None:
+    """After one decoder call: give each cache slot that kept fewer than CACHE_T frames the frames before it
+    from the slot's previous tensor, and own every slot's memory (newer hosts cache views of activations)."""
+    for i, (old, new) in enumerate(zip(before, after)):
+        if not isinstance(new, torch.Tensor):
+            continue
+        if new.shape[2] < CACHE_T and isinstance(old, torch.Tensor) and old is not new:
+            need = CACHE_T - new.shape[2]
+            new = torch.cat([old[:, :, -need:].to(new.device, new.dtype), new], dim=2)
+        elif new._base is not None or not new.is_contiguous():
+            new = new.clone()
+        after[i] = new
 
 
 class ComfyWanDecoder:
@@ -72,7 +112,7 @@ class ComfyWanDecoder:
             raise VAEError(f"this VAE has {z_dim} latent channels; Self Forcing needs the Wan2.1 VAE (16), "
                            f"e.g. wan_2.1_vae.safetensors (48 channels = the Wan2.2 VAE)")
         self.vae, self.model, self.prepare = vae, model, prepare
-        self.num_slots = _causal_conv_count(model.decoder)
+        self.num_slots = _cache_slot_count(model.decoder)
         weight = model.conv2.weight
         self.dtype = getattr(vae, "vae_dtype", None) or weight.dtype
         self.device = torch.device(getattr(vae, "device", None) or weight.device)
@@ -92,7 +132,11 @@ class ComfyWanDecoder:
         z = z.to(torch.promote_types(z.dtype, torch.float32))  # denormalise in >= fp32, then cast
         x = self.model.conv2(denormalize(z).to(device=device, dtype=self.dtype))
         feat = [None] * self.num_slots if state is None else list(slots_on(state.feat, device))
-        outs = [self.model.decoder(x[:, :, j:j + 1], feat_cache=feat, feat_idx=[0]) for j in range(x.shape[2])]
+        outs = []
+        for j in range(x.shape[2]):
+            before = list(feat)
+            outs.append(_frames(self.model.decoder(x[:, :, j:j + 1], feat_cache=feat, feat_idx=[0])))
+            _carry_history(before, feat)
         frames = torch.cat(outs, dim=2).float().clamp(-1.0, 1.0)
         assert frames.shape[2] == frames_out(x.shape[2], state is None)
         done = 0 if state is None else state.latent_frames
