@@ -58,8 +58,10 @@ function playerFor(nodeId) {
 /** The sampler's width/height/length/batch_size do nothing while a LATENT is connected: show them disabled. */
 function syncSizeWidgets(node) {
   if (typeOf(node) !== "SF_CausalSampler") return;
-  const latent = node.inputs?.find((i) => i.name === "latent");
-  const linked = latent?.link != null;
+  const slot = node.inputs?.findIndex((i) => i.name === "latent") ?? -1;
+  // isInputConnected: the public call (frontend >= 1.58 deprecates reading input.link); older frontends: link
+  const linked = slot >= 0 && (typeof node.isInputConnected === "function" ? node.isInputConnected(slot)
+                                                                             : node.inputs[slot].link != null);
   for (const w of node.widgets ?? []) {
     if (SIZE_WIDGETS.includes(w.name)) {
       w.disabled = linked;

@@ -105,12 +105,22 @@ def module_as_model(base: torch.nn.Module):
                                             offload_device=mm.unet_offload_device())
 
 
-def load_diffusion_state_dict(sd: dict, weight_dtype: torch.dtype | None = None):
-    """A stock MODEL (ModelPatcher) from a Wan2.1 state dict, exactly as 'Load Diffusion Model' builds it."""
+def load_diffusion_state_dict(sd: dict, weight_dtype: torch.dtype | None = None, metadata: dict | None = None):
+    """A stock MODEL (ModelPatcher) from a Wan2.1 state dict, exactly as 'Load Diffusion Model' builds it.
+
+    `metadata`: the file's safetensors metadata (ComfyUI >= ~0.2x reads quantisation formats from it; older
+    hosts have no such argument). On NVIDIA, newer hosts return a dynamic-VRAM wrapper of ModelPatcher: it is
+    used through the same calls."""
+    import inspect
+
     import comfy.sd
 
     opts = {} if weight_dtype is None else {"dtype": weight_dtype}
-    patcher = comfy.sd.load_diffusion_model_state_dict(sd, model_options=opts)
+    load = comfy.sd.load_diffusion_model_state_dict
+    if metadata is not None and "metadata" in inspect.signature(load).parameters:
+        patcher = load(sd, model_options=opts, metadata=metadata)
+    else:
+        patcher = load(sd, model_options=opts)
     if patcher is None:
         raise NodeInputError("ComfyUI did not recognise the checkpoint as a diffusion model "
                              "(its keys do not match any known architecture)")
@@ -201,10 +211,9 @@ def video_output(path: str):
 
 def saved_video_ui(filename: str, subfolder: str):
     """The node's UI entry for a file in the output folder: shown in the queue / history like SaveVideo's."""
-    from comfy_api.latest import ui
-    from comfy_api.latest._ui import FolderType, SavedResult
+    from comfy_api.latest import io, ui  # public names only (core's nodes_video.py does the same)
 
-    return ui.PreviewVideo([SavedResult(filename, subfolder, FolderType.output)])
+    return ui.PreviewVideo([ui.SavedResult(filename, subfolder, io.FolderType.output)])
 
 
 # ---------------------------------------------------------------------------------------------- folders
@@ -226,15 +235,48 @@ def input_directory() -> str:
     return folder_paths.get_input_directory()
 
 
+def inside(name: str, roots: dict[str, str | list[str]], what: str, example: str) -> str:
+    """The real path of `name` (relative to the first root, or absolute), required to lie inside one of `roots`
+    ({label: folder or folders}) after `..` and symbolic links are resolved. Every node that reads or writes a
+    file a graph names goes through here: /prompt is unauthenticated, so a graph must not reach other files."""
+    real = {label: [os.path.realpath(f) for f in ([folders] if isinstance(folders, str) else folders)]
+            for label, folders in roots.items()}
+    name = str(name).strip()
+    first = next(iter(real.values()))[0]
+    path = os.path.realpath(name if os.path.isabs(name) else os.path.join(first, name))
+    for folders in real.values():
+        for root in folders:
+            if os.path.commonpath([root, path]) == root:
+                return path
+    labels = " and ".join(real)
+    where = f"ComfyUI's {labels} folder{'s' if len(real) > 1 else ''} ({', '.join(f for fs in real.values() for f in fs)})"
+    raise NodeInputError(f"{what} {name!r} is outside {where}; only files there are allowed. "
+                         f"Give a path relative to the {next(iter(real))} folder, e.g. {example!r}")
+
+
+def model_roots() -> list[str]:
+    """Every folder ComfyUI reads model files from (extra_model_paths.yaml included)."""
+    import folder_paths
+
+    out = []
+    for kind in ("diffusion_models", "checkpoints", "vae", "vae_approx", "loras", "text_encoders", "clip_vision"):
+        try:
+            out += [f for f in folder_paths.get_folder_paths(kind) if f not in out]
+        except KeyError:
+            continue
+    return out
+
+
 def new_output_file(prefix: str, ext: str) -> tuple[str, str, str]:
     """(full path, file name, subfolder) of a new file in the output folder, SaveVideo-style: `prefix` may hold
-    a subfolder ("selfforcing/live"); files are numbered <name>_00001_.<ext>. Refuses paths that leave it."""
-    root = os.path.abspath(output_directory())
+    a subfolder ("selfforcing/live"); files are numbered <name>_00001_.<ext>. Refuses paths that leave it,
+    through `..`, an absolute path or a symbolic link."""
+    root = os.path.realpath(output_directory())
     norm = os.path.normpath(prefix.strip() or "selfforcing/live")
-    full_dir = os.path.abspath(os.path.join(root, os.path.dirname(norm)))
-    if os.path.isabs(norm) or os.path.commonpath((root, full_dir)) != root:
-        raise NodeInputError(f"filename_prefix {prefix!r} points outside the output folder; use a relative name "
+    if os.path.isabs(norm):
+        raise NodeInputError(f"filename_prefix {prefix!r} is absolute; use a name relative to the output folder "
                              f"such as 'selfforcing/live'")
+    full_dir = os.path.dirname(inside(norm, {"output": root}, "filename_prefix", "selfforcing/live"))
     os.makedirs(full_dir, exist_ok=True)
     base = os.path.basename(norm)
     taken = {f for f in os.listdir(full_dir)}

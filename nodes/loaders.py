@@ -98,7 +98,11 @@ class LoadCheckpoint(io.ComfyNode):
             raise host.NodeInputError(
                 f"{ckpt_name}: text_dim {text_dim}; ComfyUI's Wan models use umT5-XXL (4096). This looks like a "
                 f"toy/test model: use it with the standalone CLI (python -m sf_core generate) instead")
-        return io.NodeOutput(tag_family(host.load_diffusion_state_dict(ck.state_dict, WEIGHT_DTYPES[weight_dtype]), fam))
+        # the file's metadata goes to the host's model detection; its quantisation entries do not (the weights are
+        # dequantised and renamed to Wan2.1's keys by now)
+        metadata = {k: v for k, v in (ck.meta.get("metadata") or {}).items() if "quant" not in k.lower()}
+        patcher = host.load_diffusion_state_dict(ck.state_dict, WEIGHT_DTYPES[weight_dtype], metadata=metadata)
+        return io.NodeOutput(tag_family(patcher, fam))
 
 
 class DownloadCheckpoint(io.ComfyNode):
@@ -204,7 +208,7 @@ class LoadConditioning(io.ComfyNode):
 
     @classmethod
     def execute(cls, file, key) -> io.NodeOutput:
-        path = file if os.path.isabs(file) else os.path.join(host.input_directory(), file)
+        path = host.inside(file, {"input": host.input_directory()}, "conditioning file", "prompt.safetensors")
         return io.NodeOutput([[read_conditioning(path, key.strip()), {"pooled_output": None}]])
 
 

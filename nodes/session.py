@@ -113,9 +113,8 @@ class SaveSession(io.ComfyNode):
     def execute(cls, session, filename_prefix, include_cache) -> io.NodeOutput:
         s = _session(session)
         root = os.path.realpath(host.output_directory())
-        prefix = os.path.realpath(os.path.join(root, filename_prefix.strip() or f"{SESSION_DIR}/session"))
-        if os.path.commonpath([root, prefix]) != root:
-            raise host.NodeInputError(f"filename_prefix {filename_prefix!r} points outside the output folder")
+        prefix = host.inside(filename_prefix.strip() or f"{SESSION_DIR}/session", {"output": root},
+                             "filename_prefix", f"{SESSION_DIR}/session")
         os.makedirs(os.path.dirname(prefix), exist_ok=True)
         i = 1
         while os.path.exists(f"{prefix}_{i:05d}.safetensors"):
@@ -168,16 +167,8 @@ class LoadSession(io.ComfyNode):
     def _path(session_file: str) -> str:
         """The file inside the output or input folder (like SF Save Session, which writes only into output):
         a graph shared with a server must not read arbitrary files of that machine through this node."""
-        out, inp = os.path.realpath(host.output_directory()), os.path.realpath(host.input_directory())
-        name = session_file.strip()
-        path = os.path.realpath(name if os.path.isabs(name) else os.path.join(out, name))
-        for root in (out, inp):
-            if os.path.commonpath([root, path]) == root:
-                return path
-        raise host.NodeInputError(
-            f"session_file {session_file!r} is outside ComfyUI's output and input folders ({out}, {inp}); "
-            f"SF Load Session reads only there. Copy the file into {os.path.join(out, SESSION_DIR)} and give its "
-            f"path relative to the output folder, e.g. {SESSION_DIR}/{os.path.basename(name) or 'session.safetensors'}")
+        return host.inside(session_file, {"output": host.output_directory(), "input": host.input_directory()},
+                           "session_file", f"{SESSION_DIR}/session_00001.safetensors")
 
     @classmethod
     def execute(cls, session_file, model=None) -> io.NodeOutput:

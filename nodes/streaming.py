@@ -68,12 +68,15 @@ class LiveStream:
     def _base(self) -> dict:
         return {"stream": self.stream, "node": self.node_id, "source": self.source}
 
-    def push(self, chunk_frames: torch.Tensor, chunk: int, start_frame: int, extra: dict | None = None) -> Image.Image:
-        """chunk_frames: [T, H, W, 3] in [0, 1]. Writes the strip, sends the event; returns the last frame."""
+    def push(self, chunk_frames: torch.Tensor, chunk: int, start_frame: int,
+             extra: dict | None = None) -> Image.Image | None:
+        """chunk_frames: [T, H, W, 3] in [0, 1]. Writes the strip, sends the event. Returns the last frame for the
+        host's own progress preview when the player is off, and None while the player streams: the player shows
+        the frames, and a second (host) preview would repeat them (frontend 1.58's Nodes 2.0 renderer draws it
+        under the player, where the classic renderer's hook used to hide it)."""
         t, h, w, _ = chunk_frames.shape
-        last = Image.fromarray(to_uint8(chunk_frames[-1]))
         if not self.enabled:
-            return last
+            return Image.fromarray(to_uint8(chunk_frames[-1]))
         if not self._started:
             host.send_event("stream_start", {**self._base(), "fps": self.fps, "total_chunks": self.total_chunks,
                                              "width": int(w), "height": int(h), **self.start_extra})
@@ -89,7 +92,7 @@ class LiveStream:
                                   "elapsed_s": round(time.perf_counter() - self.t0, 4), **(extra or {})})
         self.chunks += 1
         self.frames += t
-        return last
+        return None
 
     def state(self, data: dict) -> None:
         """A live stream's state changed (paused, resumed, stopping...): `selfforcing.live_state`."""

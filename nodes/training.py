@@ -36,15 +36,43 @@ def _runs_dir() -> Path:
     return Path(host.output_directory()) / RUNS_SUBDIR
 
 
+def _run_folder(*parts: str) -> Path:
+    """A folder under the runs folder, required to stay inside the output folder once links are resolved."""
+    rel = os.path.join(RUNS_SUBDIR, *parts)
+    return Path(host.inside(rel, {"output": host.output_directory()}, "run folder", rel))
+
+
 def _resolve_file(path: str, what: str) -> Path:
-    """An absolute path, or one relative to ComfyUI's input directory."""
-    p = Path(path.strip()).expanduser()
-    if not p.is_absolute():
-        p = Path(host.input_directory()) / p
+    """A file in ComfyUI's input folder (a relative name, or an absolute path that resolves inside it)."""
+    p = Path(host.inside(str(Path(path.strip()).expanduser()), {"input": host.input_directory()}, what,
+                         os.path.basename(path.strip()) or "file.txt"))
     if not p.is_file():
-        raise host.NodeInputError(f"{what} {p} does not exist; give an absolute path or a file in ComfyUI's "
-                                  f"input folder")
+        raise host.NodeInputError(f"{what} {path.strip()!r} does not exist in ComfyUI's input folder "
+                                  f"({host.input_directory()}); put it there")
     return p
+
+
+def check_paths(cfg, run_dir: Path) -> None:
+    """Every file or folder the trainer reads lies in ComfyUI's input, output or model folders, and it writes only
+    into this run's folder: the node's settings come from a graph sent to the unauthenticated /prompt."""
+    from sf_core.train.reward import BUILTIN_REWARD_KINDS
+
+    reads = {"input": host.input_directory(), "output": host.output_directory(), "models": host.model_roots()}
+    named = [(f"models.{r}", getattr(cfg.models, r)) for r in ("generator", "teacher", "critic")]
+    named += [("data.embeddings", cfg.data.embeddings), ("data.latents", cfg.data.latents)]
+    for what in ("image", "video", "decoder"):
+        spec = getattr(cfg.reward, what)
+        if spec:
+            kind, sep, rest = str(spec).partition(":")
+            named.append((f"reward.{what}", rest if sep and kind in BUILTIN_REWARD_KINDS[what] else spec))
+    if cfg.checkpoint.resume not in ("auto", "none"):
+        named.append(("checkpoint.resume", cfg.checkpoint.resume))
+    for key, value in named:
+        if value:
+            host.inside(str(value), reads, key, "a file in ComfyUI's models, input or output folder")
+    if os.path.realpath(cfg.out_dir) != os.path.realpath(run_dir):
+        raise host.NodeInputError(f"out_dir={cfg.out_dir!r}: the training node writes only into its run folder "
+                                  f"({run_dir}, from run_name); remove out_dir from the overrides")
 
 
 def _safe_name(name: str, what: str) -> str:
@@ -100,7 +128,7 @@ class EncodeTrainingPrompts(io.ComfyNode):
             prompts, partials = read_prompt_file(_resolve_file(prompts_file, "prompts file"))
         except DataError as e:
             raise host.NodeInputError(str(e)) from None
-        out = _runs_dir() / "embeddings" / _safe_name(name, "name")
+        out = _run_folder("embeddings", _safe_name(name, "name"))
         node = cls.hidden.unique_id if cls.hidden else None
         bar = host.Progress(len(prompts), node)
         encode_prompts(prompts, clip_encoder(clip), out, negative_prompt=negative_prompt, batch_size=1,
@@ -122,6 +150,7 @@ def build_config(*, method: str, embeddings_dir: str, generator: str, teacher: s
     from sf_core.config import WanConfig
     from sf_core.train.config import LATENT_METHODS, TrainConfig, apply_overrides, parse_set_args
     from sf_core.train.data import ShardDataset
+    from sf_core.train.reward import refuse_code_specs
 
     base = TrainConfig.load(_resolve_file(config_file, "config file")) if config_file.strip() else TrainConfig()
     d = base.to_dict()
@@ -143,6 +172,8 @@ def build_config(*, method: str, embeddings_dir: str, generator: str, teacher: s
     lines = [ln.strip() for ln in overrides.splitlines() if ln.strip() and not ln.strip().startswith("#")]
     if lines:
         cfg = apply_overrides(cfg, parse_set_args(lines))
+    refuse_code_specs(cfg.reward, "the training node (a graph sent to ComfyUI's /prompt)")
+    check_paths(cfg, run_dir)
     return cfg.to_dict()
 
 
@@ -219,7 +250,11 @@ class TrainSelfForcing(io.ComfyNode):
         embeddings_dir = train_data or (data_dir or "").strip()
         if not embeddings_dir:
             raise host.NodeInputError("connect train_data (SF Encode Training Prompts) or set data_dir")
-        run_dir = _runs_dir() / _safe_name(run_name, "run_name")
+        if not train_data:  # a folder named in the graph: only inside ComfyUI's input or output folder
+            embeddings_dir = host.inside(embeddings_dir, {"input": host.input_directory(),
+                                                          "output": host.output_directory()},
+                                         "data_dir", "selfforcing/train/embeddings/prompts")
+        run_dir = _run_folder(_safe_name(run_name, "run_name"))
         if not resume and ckpt.list_checkpoints(run_dir):
             raise host.NodeInputError(f"{run_dir} already holds checkpoints; turn resume on to continue that run, "
                                       f"or choose another run_name (nothing is deleted)")

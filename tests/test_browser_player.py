@@ -30,12 +30,20 @@ RED, BLUE = "a red square moving right slow", "a blue circle moving down slow"
 TOY_TEMPLATE = ROOT / "example_workflows" / "Self Forcing toy demo - runs on any CPU, no download.json"
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
+# the frontend the host ships with, and the newest one when SF_FRONTEND_ROOT names its static folder
+# (scripts/host_setup.sh installs comfyui-frontend-package there; ComfyUI serves it with --front-end-root)
+FRONTENDS = ["host"] + (["newest"] if os.environ.get("SF_FRONTEND_ROOT") else [])
+
+
+@pytest.fixture(scope="module", params=FRONTENDS)
+def server(request, tmp_path_factory):
     base = tmp_path_factory.mktemp("browser")
     files = write_models(base)
-    srv = ComfyServer(Path(os.environ["COMFYUI_DIR"]), base, int(os.environ.get("SF_BROWSER_PORT", "8206"))).start()
+    extra = ("--front-end-root", os.environ["SF_FRONTEND_ROOT"]) if request.param == "newest" else ()
+    srv = ComfyServer(Path(os.environ["COMFYUI_DIR"]), base, int(os.environ.get("SF_BROWSER_PORT", "8206")),
+                      extra_args=extra).start()
     srv.files = files
+    srv.frontend = request.param
     yield srv
     for s in srv.get("/selfforcing/live/streams").get("streams", []):  # never leave a live stream running
         srv.post("/selfforcing/live/control", {"stream": s["stream"], "action": "stop"})
@@ -194,9 +202,14 @@ def test_live_stream_steered_from_the_player(server, tmp_path):
     after = report["after"]
     chunks = after["chunks"]
     assert [c["chunk"] for c in chunks] == list(range(len(chunks)))
-    enter = report["enterAtChunk"]  # chunks received when Enter was pressed
+    enter = report["enterAtChunk"]  # chunks the page had received when Enter was pressed
     switch = next(c["chunk"] for c in chunks if c["prompt"] == BLUE)
-    assert enter <= switch <= enter + 2, (enter, switch)  # in effect within two chunks of the Enter key
+    # in effect from the first chunk boundary after the server got it (its reply names that chunk): how many chunks
+    # that is after the key press depends on the machine's load (the toy makes several chunks a second), not on
+    # the pack, so the bound is the server's own answer
+    reply = next(r for r in report["controlReplies"] if r.get("action") == "prompt")
+    assert reply["status"] == 200 and reply["applied"], reply
+    assert enter <= switch == reply["chunk"], (enter, switch, reply)
     assert all(c["prompt"] == (RED if c["chunk"] < switch else BLUE) for c in chunks)
     assert any(a["action"] == "prompt" and a["text"] == BLUE and a["ok"] for a in chunks[switch]["actions"])
     # what was generated, on the frames the player showed (the strips) and in the mp4
@@ -223,3 +236,19 @@ def test_live_stream_steered_from_the_player(server, tmp_path):
     assert server.get("/selfforcing/live/streams")["streams"] == []
     assert server.post("/selfforcing/live/control", {"stream": end["stream"], "action": "pause"})[0] == 404
     assert server.get("/system_stats")["system"]
+
+
+def test_player_in_nodes_2_0(server, tmp_path):
+    """Frontend 1.58 with Nodes 2.0 (the Vue renderer): the player keeps a real picture (it shrank to ~45 px,
+    the renderer never asks getMinHeight) and no host preview image appears under it (the classic renderer's
+    onDrawBackground hook that hid it is never called there; the host preview is no longer sent while the player
+    streams)."""
+    if server.frontend != "newest":
+        pytest.skip("Nodes 2.0 is a setting of the newest frontend (SF_FRONTEND_ROOT); the host's own is older")
+    report = check("vue_nodes_check.mjs", server.url, TOY_TEMPLATE, shots(tmp_path) / "comfyui_player_nodes2.png")
+    assert not pack_errors(report), pack_errors(report)
+    assert report["vueNodes"] is True
+    before, after = report["before"], report["after"]
+    assert before["vueElement"] and before["canvasHeight"] >= 100, before
+    assert "stream_start" in report["events"] and after["frames"] == 48 and after["status"].startswith("done"), after
+    assert after["canvasHeight"] >= 100 and after["nodeImages"] == 0, after

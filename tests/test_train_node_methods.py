@@ -10,7 +10,9 @@ from train_kit import write_embeddings, write_latents
 @pytest.fixture()
 def host(tmp_path):
     install_stubs(str(tmp_path / "comfy"))
-    return tmp_path
+    import folder_paths
+
+    return __import__("pathlib").Path(folder_paths.get_input_directory())  # the node reads only ComfyUI's folders
 
 
 def _build(host, **kw):

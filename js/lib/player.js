@@ -34,6 +34,13 @@ export class Player {
   build() {
     buildView(this);
     this.renderLive();
+    this.syncMinHeight();
+  }
+
+  /** The minimum height on the element itself: the Vue node renderer (frontend 1.58's Nodes 2.0) lays DOM
+   * widgets out by their CSS and never asks getMinHeight, so without it the picture shrank to ~45 px. */
+  syncMinHeight() {
+    this.root.style.minHeight = `${this.minHeight}px`;
   }
 
   get minHeight() {
@@ -45,6 +52,7 @@ export class Player {
   setLivePreview(on) {
     this.off = !on && !this.info;
     this.root.classList.toggle("sf-off", this.off);
+    this.syncMinHeight();
     if (this.off) this.setStatus("live preview off: turn it on to watch the chunks here while they are made");
     else if (this.status.textContent.startsWith("live preview off")) this.setStatus("");
   }
@@ -77,6 +85,7 @@ export class Player {
   start(info) {
     if (this.off) this.setLivePreview(true);
     this.info = info;
+    this.syncMinHeight();
     this.streamedThisRun = true;
     this.endInfo = null;
     this.useVideo(null);

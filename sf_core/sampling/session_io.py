@@ -29,6 +29,7 @@ from ..fileio import atomic_path
 from ..cache.kv_cache import KVCache
 from .prompts import PromptEntry, PromptError, PromptSchedule
 from .session import SamplingSettings, Session, SessionError, recommit
+from .session_limits import check_declared_sizes
 
 FORMAT = "sf_session"
 VERSION = 1
@@ -87,14 +88,25 @@ def load_session(path: str | Path, model=None, *, device: torch.device | str | N
     try:
         with safe_open(str(path), "pt") as f:
             md = f.metadata() or {}
+            if md.get("format") != FORMAT or FORMAT not in md:
+                raise SessionError(f"{path} is not a Self Forcing session file (no '{FORMAT}' metadata); session "
+                                   f"files are written by save_session / `python -m sf_core generate --save-session`")
+            meta = json.loads(md[FORMAT])
+            if device is None:
+                device = model.patch_embedding.weight.device if model is not None else "cpu"
+            device = torch.device(device)
+            # every size the file declares is checked against what it holds before anything is allocated
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+            check_declared_sizes(meta, shapes, model, _DTYPES[meta["dtype"]], device, path.stat().st_size)
             tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError) as exc:
+    except SessionError:
+        raise
+    except (SafetensorError, OSError) as exc:
         raise SessionError(f"{path} is not a readable session file (truncated or corrupt?): {exc}") from exc
-    if md.get("format") != FORMAT or FORMAT not in md:
-        raise SessionError(f"{path} is not a Self Forcing session file (no '{FORMAT}' metadata); session files "
-                           f"are written by save_session / `python -m sf_core generate --save-session`")
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+        raise SessionError(f"{path} is a damaged session file ({type(exc).__name__}: {exc})") from exc
     try:
-        return _build(json.loads(md[FORMAT]), tensors, model, device, backend)
+        return _build(meta, tensors, model, device, backend)
     except SessionError:
         raise
     except (KeyError, TypeError, ValueError, IndexError, RuntimeError, ConfigError, PromptError) as exc:

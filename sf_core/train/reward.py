@@ -34,6 +34,35 @@ ImageReward = Callable[[torch.Tensor, list[str]], torch.Tensor]
 VideoReward = Callable[[torch.Tensor, list[str]], torch.Tensor]
 
 
+BUILTIN_REWARD_KINDS = {"image": ("clip",), "video": ("xclip",), "decoder": ("taehv", "wan")}
+
+
+def is_code_spec(spec: str | None, what: str) -> bool:
+    """True when `spec` for reward.<what> would import a module and call a function ("package.module:factory"),
+    rather than name a built-in kind ("clip:FOLDER", "taehv:PATH", ...) or, for the decoder, a weight file."""
+    if not spec:
+        return False
+    kind, sep, _ = str(spec).partition(":")
+    if sep and kind in BUILTIN_REWARD_KINDS.get(what, ()):
+        return False
+    if what == "decoder" and (not sep or Path(spec).exists()):
+        return False  # a weight file path (kind detected from its keys)
+    return True
+
+
+def refuse_code_specs(reward: RewardConfig, where: str) -> None:
+    """Refuse "module:factory" specs where code must not be chosen by the caller (ComfyUI's unauthenticated
+    /prompt reaches the training node): only the built-in kinds are allowed there."""
+    bad = [f"reward.{what}={getattr(reward, what)!r}" for what in ("image", "video", "decoder")
+           if is_code_spec(getattr(reward, what), what)]
+    if bad:
+        allowed = "; ".join(f"reward.{w}: " + ", ".join(f"{k}:PATH" for k in kinds)
+                            for w, kinds in BUILTIN_REWARD_KINDS.items())
+        raise ConfigError(f"{', '.join(bad)}: 'package.module:factory' specs import and call code, which {where} "
+                          f"refuses. Allowed: {allowed} (or a decoder weight file). Custom reward code runs from the "
+                          f"command line only: python -m sf_core.train run --config cfg.json --set reward.image=package.module:factory")
+
+
 def load_factory(spec: str, what: str) -> Any:
     """Import "package.module:attr" and call attr() (no arguments)."""
     mod, sep, attr = spec.partition(":")

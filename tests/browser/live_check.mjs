@@ -13,6 +13,11 @@ const report = { steps: [] };
 const step = (s) => report.steps.push(s);
 try {
   const page = await openEditor(browser, url, report);
+  report.controlReplies = []; // what the server answered the player's control requests
+  page.on("response", async (r) => {
+    if (!r.url().includes("/selfforcing/live/control")) return;
+    try { report.controlReplies.push({ status: r.status(), ...(await r.json()) }); } catch { /* not JSON */ }
+  });
   await recordEvents(page);
   await loadApiGraph(page, prompt, "selfforcing_live_check");
   // the player is on the live node before anything runs

@@ -10,6 +10,7 @@ import { launch, openEditor } from "./common.mjs";
 const [url, shot, shotsDir] = process.argv.slice(2);
 const browser = await launch();
 const report = { templates: {}, workflows: [] };
+const DIALOG = ":is(.p-dialog, [role='dialog'])";
 try {
   const page = await openEditor(browser, url, report);
   // 1. what the server offers: names, files, thumbnails
@@ -32,21 +33,22 @@ try {
     }
     return out;
   });
-  // 2. the template browser as a user sees it
+  // 2. the template browser as a user sees it (a PrimeVue .p-dialog up to frontend ~1.5x, a plain
+  // role="dialog" element in 1.58: both carry the role)
   await page.evaluate(() => window.app.extensionManager.command.execute("Comfy.BrowseTemplates"));
-  await page.waitForSelector(".p-dialog", { timeout: 30000 });
+  await page.waitForSelector(DIALOG, { timeout: 30000 });
   await page.waitForTimeout(1500);
-  const nav = page.locator(".p-dialog").getByText("Self Forcing", { exact: true }).first();
+  const nav = page.locator(DIALOG).getByText("Self Forcing", { exact: true }).first();
   report.templates.categoryTitle = (await nav.count()) ? await nav.textContent() : null;
   if (await nav.count()) await nav.click();
   await page.waitForTimeout(2000);
-  const cards = () => page.evaluate(() => [...document.querySelectorAll(".p-dialog [data-testid^='template-workflow-']")]
+  const cards = () => page.evaluate(() => [...document.querySelectorAll(":is(.p-dialog, [role='dialog']) [data-testid^='template-workflow-']")]
     .map((c) => ({ id: c.dataset.testid, text: c.innerText.replace(/\s+/g, " ").trim(),
                    img: [...c.querySelectorAll("img")].map((i) => ({ src: i.currentSrc, w: i.naturalWidth })) })));
   await page.screenshot({ path: shot });
   report.templates.cards = await page.evaluate(async () => { // thumbnails load lazily: look at each in view
     const out = [];
-    for (const c of document.querySelectorAll(".p-dialog [data-testid^='template-workflow-']")) {
+    for (const c of document.querySelectorAll(":is(.p-dialog, [role='dialog']) [data-testid^='template-workflow-']")) {
       c.scrollIntoView({ block: "center" });
       const t0 = performance.now();
       const loaded = () => [...c.querySelectorAll("img")].some((i) => i.complete && i.naturalWidth > 0);
@@ -56,7 +58,7 @@ try {
     }
     return out;
   });
-  const search = page.locator(".p-dialog input[type='text'], .p-dialog input[placeholder]").first();
+  const search = page.locator(`${DIALOG} input[type='text'], ${DIALOG} input[placeholder]`).first();
   if (await search.count()) {
     await search.fill("toy demo");
     await page.waitForTimeout(1000);

@@ -1,0 +1,130 @@
+"""What a session file may make the loader allocate, checked before anything is allocated.
+
+A session file is small but declares sizes (cache layers, heads, window, tokens per frame, picture size) that
+the loader turns into preallocated buffers. A file from outside (ComfyUI's `/upload/image` puts one in the
+input folder) must not make a server allocate gigabytes: every declared size is checked against the tensors
+the file really holds (their shapes are read from the header, nothing is loaded), against the model identity
+written in the same file, against the model the caller passes, and against sane bounds:
+
+- a file *with* its KV cache: the rows it holds back every dimension; the preallocated window (or global
+  capacity) may exceed the stored frames by at most `MAX_PREALLOC_RATIO` (a window of 21 latent frames saved
+  after one chunk of 1 or 3 frames is 21x or 7x);
+- a file *without* its KV cache: refused without a model (nothing to recompute the cache with); with one, the
+  declared layers/heads/head size/tokens per frame must be the model's, so the cache is the size a generation
+  at that picture size would allocate anyway, and it must fit in the memory free on the target device.
+"""
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+import torch
+
+from .session import SessionError
+
+MAX_PREALLOC_RATIO = 64  # preallocated cache frames per stored frame (a file with its cache)
+MAX_DIM = 1 << 20  # any single declared size (layers, heads, head size, tokens, frames, batch)
+SMALL_BYTES = 64 << 20  # allocations below this are never refused by the ratio rule
+
+
+def _int(meta: dict, key: str, lo: int = 0) -> int:
+    try:
+        v = int(meta[key])
+    except (KeyError, TypeError, ValueError):
+        raise SessionError(f"the session file's cache metadata has no valid '{key}' (got {meta.get(key)!r}): the "
+                           f"file is damaged") from None
+    if not lo <= v <= MAX_DIM:
+        raise SessionError(f"the session file declares cache {key} = {v}, outside {lo}..{MAX_DIM}: the file is "
+                           f"damaged or crafted; refused before allocating anything")
+    return v
+
+
+def _element_bytes(kv_dtype: str, dtype: torch.dtype) -> int:
+    if kv_dtype in ("int8", "fp8"):
+        return 1
+    return torch.empty((), dtype=dtype).element_size()
+
+
+def free_bytes(device: torch.device) -> int | None:
+    """Memory free on `device` (None if unknown): CUDA's own figure, else the system's MemAvailable."""
+    if device.type == "cuda" and torch.cuda.is_available():
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_declared_sizes(meta: dict, shapes: dict[str, tuple[int, ...]], model: Any, dtype: torch.dtype,
+                         device: torch.device, file_bytes: int) -> int:
+    """SessionError unless the cache `meta` declares is backed by the file (`shapes`: tensor name -> shape) or by
+    `model`; returns the bytes the cache will preallocate."""
+    cm = meta["cache"]
+    layers, heads, head_dim = _int(cm, "num_layers", 1), _int(cm, "num_heads", 1), _int(cm, "head_dim", 1)
+    tpf, batch, length = _int(cm, "tokens_per_frame", 1), _int(cm, "batch", 1), _int(cm, "length")
+    window = cm.get("window_frames")
+    frames = _int(cm, "window_frames", 1) if window else max(_int(cm, "capacity"), 1)
+    per_frame = 2 * layers * batch * tpf * heads * head_dim * _element_bytes(cm.get("kv_dtype", "auto"), dtype)
+    alloc = per_frame * max(frames, length)
+    ident = meta.get("model") or {}
+    hw = [int(x) for x in meta.get("latent_hw", ())]
+    if "held" in shapes and (len(shapes["held"]) != 5 or list(shapes["held"][-2:]) != hw
+                             or shapes["held"][0] != batch):
+        raise SessionError(f"the session file's latents {list(shapes['held'])} do not match its declared batch "
+                           f"{batch} and latent size {hw}: the file is damaged")
+    patch = ident.get("patch_size") or [1, 2, 2]
+    if len(hw) != 2 or len(patch) != 3 or tpf != (hw[0] // int(patch[1])) * (hw[1] // int(patch[2])):
+        raise SessionError(f"the session file declares {tpf} tokens per frame for latent size {hw} and patch "
+                           f"{patch}: the file is damaged or crafted")
+    if ident and (ident.get("num_layers"), ident.get("num_heads")) != (layers, heads):
+        raise SessionError(f"the session file's cache ({layers} layers, {heads} heads) is not the shape of the "
+                           f"model it names ({ident.get('num_layers')} layers, {ident.get('num_heads')} heads): "
+                           f"the file is damaged")
+    if model is not None:
+        from .session import model_identity
+
+        mine = model_identity(model)
+        want = {"num_layers": layers, "num_heads": heads, "head_dim": head_dim, "patch_size": list(patch)}
+        have = {"num_layers": mine["num_layers"], "num_heads": mine["num_heads"],
+                "head_dim": mine["dim"] // mine["num_heads"], "patch_size": list(mine["patch_size"])}
+        diff = [f"{k}: session {want[k]} vs model {have[k]}" for k in want if want[k] != have[k]]
+        if diff:
+            raise SessionError(f"this session was made with another model ({', '.join(diff)}); continue it with "
+                               f"the model it was started with, or start a new session")
+    if cm.get("included", True):
+        stored = 0
+        for name in ("k", "v"):
+            for i in range(layers):
+                shape = shapes.get(f"cache.{name}.{i}")
+                if shape is None:
+                    raise SessionError(f"the session file declares {layers} cache layers but holds no tensor "
+                                       f"cache.{name}.{i}: the file is damaged")
+                if tuple(shape) != (batch, length * tpf, heads, head_dim):
+                    raise SessionError(f"cache tensor {name}.{i} has shape {tuple(shape)}, expected "
+                                       f"{[batch, length * tpf, heads, head_dim]} from the file's metadata: the "
+                                       f"file is damaged")
+                stored += math.prod(shape)
+        if alloc > SMALL_BYTES and frames > MAX_PREALLOC_RATIO * max(length, 1):
+            raise SessionError(f"the session file stores {length} cache frames but declares a cache of {frames} "
+                               f"frames ({alloc / 2**30:.2f} GiB) in a {file_bytes / 2**20:.2f} MiB file; at most "
+                               f"{MAX_PREALLOC_RATIO}x the stored frames is accepted: the file is damaged or crafted")
+    elif model is None and meta.get("held_frames"):
+        raise SessionError("this session file was saved without its KV cache: pass the model to load_session "
+                           "so the cache can be recomputed from the saved latents")
+    free = free_bytes(device)
+    if free is not None and alloc > free:
+        raise SessionError(f"the session's KV cache needs {alloc / 2**30:.2f} GiB on {device} but only "
+                           f"{free / 2**30:.2f} GiB is free: load it on a machine with more memory (or a smaller "
+                           f"picture size / window was meant: the file may be crafted)")
+    return alloc
+
+
+__all__ = ["check_declared_sizes", "free_bytes", "MAX_PREALLOC_RATIO"]
