@@ -30,6 +30,28 @@ from .sampler import (family_input, family_settings, kv_dtype_input, merge_commi
                       text_dim_of)
 from .streaming import LiveStream, frames_to_image
 
+
+class WriteFailed(Exception):
+    """The mp4 writer failed at a chunk (a full disk): the stream stops there instead of running on."""
+
+    def __init__(self, chunk: int, cause: OSError):
+        super().__init__(f"writing the video failed at chunk {chunk} ({cause.strerror or cause})")
+        self.chunk = chunk
+
+
+def rescue_session(sess) -> str | None:
+    """Save the session of a stream whose video was lost into the output folder (it may be on another disk, or
+    a session is far smaller than the video); returns its name relative to the output folder, or None."""
+    from sf_core.sampling.session_io import save_session
+
+    try:
+        path, name, sub = host.new_output_file("selfforcing/sessions/live_rescued", "safetensors")
+        save_session(session_to(sess, host.intermediate_device()), path)
+    except (OSError, host.NodeInputError) as exc:
+        log.warning("could not save the session of the failed live stream either: %s", exc)
+        return None
+    return f"{sub}/{name}" if sub else name
+
 log = logging.getLogger("selfforcing.nodes")
 
 POSITIONS = ["relative", "auto", "absolute"]
@@ -183,7 +205,10 @@ class LiveStreamNode(io.ComfyNode):
         def on_chunk(c: LiveChunk) -> None:
             r = c.result
             img = frames_to_image(r.frames).cpu()  # [B, T, H, W, 3]
-            writer.write(r.frames[0])
+            try:
+                writer.write(r.frames[0])
+            except OSError as exc:  # e.g. no space left: stop at this chunk, not after the whole run
+                raise WriteFailed(r.index, exc) from exc
             shown = img
             if prev_dec is not None and vae_dec is not None:
                 with torch.no_grad():
@@ -210,6 +235,14 @@ class LiveStreamNode(io.ComfyNode):
                 summary = run.run(on_chunk=on_chunk, on_state=on_state, check_interrupt=host.check_interrupt)
             except BaseException as e:  # noqa: BLE001 - finish the file first (Cancel keeps it), re-raised below
                 err = e
+            if isinstance(err, WriteFailed):
+                writer.abort()  # an mp4 cannot be finished on a full disk: no half-written file stays
+                kept = rescue_session(sess)
+                raise host.NodeInputError(
+                    f"{err}; the video {name} was lost (an mp4 cannot be finished on a full disk). "
+                    + (f"The session ({sess.chunk_index} chunks) was saved to {kept} in the output folder: continue "
+                       f"it with SF Load Session." if kept else "The session could not be saved either.")
+                    + " Free some space and run again.") from None
             writer.close()
             if writer.frames_written:
                 file_info = {"filename": name, "subfolder": sub, "type": "output"}

@@ -69,7 +69,7 @@ def check_paths(cfg, run_dir: Path) -> None:
         named.append(("checkpoint.resume", cfg.checkpoint.resume))
     for key, value in named:
         if value:
-            host.inside(str(value), reads, key, "a file in ComfyUI's models, input or output folder")
+            host.inside(str(value), reads, key, os.path.basename(str(value).rstrip("/")) or "name")
     if os.path.realpath(cfg.out_dir) != os.path.realpath(run_dir):
         raise host.NodeInputError(f"out_dir={cfg.out_dir!r}: the training node writes only into its run folder "
                                   f"({run_dir}, from run_name); remove out_dir from the overrides")

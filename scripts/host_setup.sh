@@ -44,7 +44,8 @@ if [[ "$FRONTEND" != none ]]; then
   FE=$ROOT/.hosts/frontend-$FRONTEND
   if [[ ! -d "$FE/comfyui_frontend_package/static" ]]; then
     "$DIR/comfyvenv/bin/python" -m pip --disable-pip-version-check -q install --no-deps --target "$FE" \
-      "comfyui-frontend-package==$FRONTEND" >&2 || say "could not install comfyui-frontend-package==$FRONTEND"
+      "comfyui-frontend-package==$FRONTEND" 2>&1 | { grep -v "WARNING: Location '" >&2 || true; }
+    [[ -d "$FE/comfyui_frontend_package/static" ]] || say "could not install comfyui-frontend-package==$FRONTEND"
   fi
   [[ -d "$FE/comfyui_frontend_package/static" ]] && \
     echo "export SF_FRONTEND_ROOT='$FE/comfyui_frontend_package/static' SF_FRONTEND_VERSION='$FRONTEND'"

@@ -23,7 +23,8 @@ if [[ ${#HOSTS[@]} -gt 0 && -z "${COMFYUI_DIR:-}" ]]; then
   stamp "ComfyUI ${HOSTS[0]} ready"
 fi
 echo "== the suite against ComfyUI at ${COMFYUI_DIR:-(none: host tests skip)}" >&2
-"${PYTEST[@]}" tests "$@"
+RC=0
+"${PYTEST[@]}" tests "$@" || RC=$?
 stamp "suite done"
 
 # the other hosts: the tests that start or import a real ComfyUI
@@ -31,13 +32,14 @@ HOST_TESTS=$(grep -l "COMFYUI_DIR" tests/test_*.py | tr '\n' ' ')
 for h in "${HOSTS[@]:1}"; do
   (
     unset COMFYUI_DIR COMFY_PYTHON SF_FRONTEND_ROOT
-    setup=$(SF_FRONTEND=none bash scripts/host_setup.sh "$h")
+    setup=$(SF_FRONTEND=none bash scripts/host_setup.sh "$h") || exit $?  # (errexit is off in a || list)
     eval "$setup"
     stamp "ComfyUI $h ready"
     if [[ -n "${COMFYUI_DIR:-}" ]]; then
       echo "== host and browser tests against ComfyUI $h" >&2
       "${PYTEST[@]}" $HOST_TESTS "$@"
     fi
-  )
+  ) || { s=$?; [[ $RC -ne 0 ]] || RC=$s; }
   stamp "ComfyUI $h done"
 done
+exit "$RC"  # every host ran; the first failure's status

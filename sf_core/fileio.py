@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -34,12 +35,33 @@ def default_mode() -> int:
     return 0o666 & ~current_umask()
 
 
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),
+                       (stat.S_ISFIFO, "FIFO (named pipe)"), (stat.S_ISSOCK, "socket")):
+        if test(mode):
+            return name
+    return "special file"
+
+
+def refuse_special(path: str | Path, what: str = "output") -> None:
+    """OutputPathError if `path` exists (links followed) and is neither a regular file nor a folder: writing there
+    by rename would replace a device node or FIFO with a regular file (as root, e.g. /dev/full)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return  # does not exist (or a dangling link): a new file is created
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise OutputPathError(f"{what} path {str(path)!r} is a {_kind(mode)}, not a regular file: refusing to "
+                              f"replace it; give the name of a new or regular file")
+
+
 def check_writable(path: str | Path, *, what: str = "output") -> Path:
     """Fail early, before any work, if `path` cannot be created: a missing or read-only folder, a folder in the
     way, an empty name. Creates the parent folder if it is missing and creatable. Returns the path."""
     if str(path).strip() == "":
         raise OutputPathError(f"{what} path is empty: give a file name (e.g. out.mp4)")
     p = Path(path).expanduser()
+    refuse_special(p, what)
     if p.is_dir():
         raise OutputPathError(f"{what} path {str(p)!r} is a folder: give a file name inside it")
     parent = p.parent if str(p.parent) else Path(".")
@@ -65,6 +87,7 @@ def atomic_path(path: str | Path, *, suffix: str | None = None) -> Iterator[Path
     suffix: the temp file's extension (default: the final one, so writers that pick a format by extension work).
     """
     final = Path(path)
+    refuse_special(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     sfx = final.suffix if suffix is None else suffix
     fd, tmp_name = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=sfx or ".part",

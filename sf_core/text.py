@@ -90,8 +90,16 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
         from safetensors.torch import load_file
 
         sd = load_file(str(path))
-    else:
-        sd = torch.load(str(path), map_location="cpu", weights_only=True)
+    else:  # weights-only unpickling; a refusal names what the pickle wanted to run
+        from .checkpoints.files import CheckpointError, read_pickle
+
+        try:
+            sd = read_pickle(path)
+        except CheckpointError as exc:
+            raise TextEncoderError(str(exc)) from None
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise TextEncoderError(f"{path}: expected a dict of tensors (the umT5 encoder's state dict), got "
+                               f"{type(sd).__name__}")
     if any(k.startswith("blocks.") for k in sd):
         sd = wan_t5_to_hf(sd)
     scales = {k[:-len(".scale_weight")]: v for k, v in sd.items() if k.endswith(".scale_weight")}
@@ -150,6 +158,12 @@ def load_umt5(path: str | Path, tokenizer: str | Path | None = None, *, device: 
     path = Path(path)
     if not path.exists():
         raise TextEncoderError(f"text encoder {path} does not exist")
+    from .checkpoints.files import CheckpointError, refuse_pickle_folder
+
+    try:
+        refuse_pickle_folder(path, "text encoder folder")  # before anything in it is read
+    except CheckpointError as exc:
+        raise TextEncoderError(str(exc)) from None
     tok_dir = Path(tokenizer) if tokenizer is not None else (path if path.is_dir() else path.parent)
     try:
         tok = tf.AutoTokenizer.from_pretrained(str(tok_dir), local_files_only=True)
@@ -160,7 +174,11 @@ def load_umt5(path: str | Path, tokenizer: str | Path | None = None, *, device: 
     if path.is_dir() and (path / "config.json").is_file():
         major = int(tf.__version__.split(".")[0])
         kw = {"dtype": dtype} if major >= 5 else {"torch_dtype": dtype}  # renamed in transformers 5
-        model = tf.UMT5EncoderModel.from_pretrained(str(path), local_files_only=True, **kw)
+        try:
+            model = tf.UMT5EncoderModel.from_pretrained(str(path), local_files_only=True, use_safetensors=True, **kw)
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise TextEncoderError(f"cannot load a umT5 encoder from {path} ({type(exc).__name__}: "
+                                   f"{str(exc).splitlines()[0][:300]})") from None
     else:
         if path.is_dir():
             raise TextEncoderError(f"{path} is a folder without config.json; give the weights file itself")

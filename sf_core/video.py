@@ -93,6 +93,14 @@ class VideoWriter:
                      stream.height)
         self._stream = stream
         self._size = (height, width)
+        self._pts = 0  # every frame gets its own timestamp, in frames (the stream's time base is 1 / fps)
+        self._time_base = stream.codec_context.time_base or 1 / Fraction(self.fps).limit_denominator(1001)
+
+    def _encode(self, frame: Any) -> None:
+        frame.pts, frame.time_base = self._pts, self._time_base
+        self._pts += 1
+        for packet in self._stream.encode(frame):
+            self._container.mux(packet)
 
     def write(self, frames: torch.Tensor | np.ndarray) -> None:
         """Append frames: a tensor [3, T, H, W] / [1, 3, T, H, W] in [-1, 1], or uint8 [T, H, W, 3]."""
@@ -108,9 +116,7 @@ class VideoWriter:
         if ph or pw:
             arr = np.pad(arr, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="edge")
         for img in arr:
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
-            for packet in self._stream.encode(frame):
-                self._container.mux(packet)
+            self._encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24"))
         self.frames_written += arr.shape[0]
 
     def copy_from(self, path: str | Path) -> int:
@@ -126,9 +132,7 @@ class VideoWriter:
                     raise VideoError(f"{path}: frames of {f.width}x{f.height}, this video is "
                                      f"{self._stream.width}x{self._stream.height}")
                 f = f if f.format.name == "yuv420p" else f.reformat(format="yuv420p")
-                f.pts = None
-                for packet in self._stream.encode(f):
-                    self._container.mux(packet)
+                self._encode(f)  # a new timestamp: the input's own (or none) would repeat or clash
                 n += 1
         self.frames_written += n
         return n

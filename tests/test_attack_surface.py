@@ -197,9 +197,8 @@ def _window(meta, tensors):
     meta["cache"]["window_frames"] = 60_000  # ~ the 421 KB file of the attack: gigabytes for a real model
 
 
-def _capacity(meta, tensors):
-    meta["cache"]["window_frames"] = None
-    meta["cache"]["capacity"] = 1_000_000
+def _capacity(meta, tensors):  # a global cache (no window, no sink, absolute positions) of a million frames
+    meta["cache"].update(window_frames=None, sink_frames=0, rope_mode="absolute", relative=False, capacity=1_000_000)
 
 
 def _layers(meta, tensors):
@@ -221,7 +220,7 @@ def _cacheless(meta, tensors):
         del tensors[k]
 
 
-@pytest.mark.parametrize("edit", [_window, _capacity, _layers, _tokens, _huge, _cacheless])
+@pytest.mark.parametrize("edit", [_window, _layers, _tokens, _huge, _cacheless])
 def test_crafted_session_is_refused_before_allocating(comfy, session_file, edit, monkeypatch):
     from nodes.host import NodeInputError
     from nodes.session import LoadSession
@@ -242,6 +241,22 @@ def test_crafted_session_is_refused_before_allocating(comfy, session_file, edit,
     with pytest.raises(NodeInputError, match="damaged|crafted|without its KV cache"):
         LoadSession.run(session_file=str(bad))
     assert calls == []  # refused before any cache buffer was allocated
+
+
+def test_a_global_cache_capacity_is_only_preallocated_up_to_the_ratio(comfy, session_file, monkeypatch):
+    """A global cache grows on demand, so a huge declared capacity is a hint to clamp, not a file to refuse."""
+    from sf_core.cache.kv_cache import KVCache
+    from sf_core.sampling.session_io import load_session
+    from sf_core.sampling.session_limits import MAX_PREALLOC_RATIO
+
+    calls = []
+    real = KVCache.allocate.__func__
+    monkeypatch.setattr(KVCache, "allocate", classmethod(lambda cls, *a, **k: calls.append(k) or real(cls, *a, **k)))
+    good, model = session_file
+    bad = _craft(good, comfy["inp"] / "global.safetensors", _capacity)
+    s = load_session(bad)
+    assert calls[0]["window_frames"] is None and calls[0]["frames"] == MAX_PREALLOC_RATIO * s.cache.length
+    assert s.cache.length > 0
 
 
 def test_cacheless_session_with_the_wrong_model_is_refused_before_allocating(comfy, session_file, monkeypatch):
@@ -309,3 +324,16 @@ def test_writers_refuse_a_symlinked_folder_inside_output(comfy, writer):
     assert sorted(os.listdir(target)) == before
     path, name, sub = new_output_file("selfforcing/live", "mp4")  # a plain subfolder still works
     assert sub == "selfforcing" and Path(path).parent.is_dir()
+
+
+@pytest.mark.parametrize("how", ["absolute", "dotdot"])
+def test_encode_training_prompts_reads_only_the_input_folder(comfy, how):
+    from nodes.host import NodeInputError
+    from nodes.training import EncodeTrainingPrompts
+
+    secret = comfy["tmp"] / "elsewhere" / "prompts.txt"
+    secret.write_text("a secret prompt\n")
+    name = str(secret) if how == "absolute" else os.path.relpath(secret, comfy["inp"])
+    with pytest.raises(NodeInputError, match="outside ComfyUI's input folder") as exc:
+        EncodeTrainingPrompts.run(clip=None, prompts_file=name, negative_prompt="", name="x")
+    assert "secret" not in str(exc.value).replace(str(secret), "").replace(name, "")

@@ -142,3 +142,32 @@ def test_live_output_through_a_symlinked_folder_is_refused(server):
     msg = _error(server, prompt)
     assert "outside ComfyUI's output folder" in msg
     assert sorted(os.listdir(server.outside)) == before
+
+
+def test_cancelling_a_multi_node_training_frees_the_queue_in_seconds(server):
+    """Item 7: with nnodes=2 the second node never joins; Cancel (POST /interrupt) used to hold the queue ~300 s
+    (the launcher waited its whole grace period for a trainer that never started)."""
+    import socket
+    import threading
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    prompt = training_prompt(str(server.base / "input" / "emb"), "checkpoint.every=100")
+    train = next(v for v in prompt.values() if v["class_type"] == "SF_TrainSelfForcing")
+    train["inputs"].update(nnodes=2, node_rank=0, master_addr="127.0.0.1", master_port=port, run_name="two_nodes")
+    sent = {}
+
+    def on_message(kind, data):
+        if kind == "executing" and data.get("node") and not sent:
+            sent["at"] = time.time() + 4  # torchrun is up and waiting for node 1
+            threading.Timer(4, server.post, args=("/interrupt", {})).start()
+
+    run = run_prompt(server, prompt, timeout=300, on_message=on_message)
+    assert run.of("execution_interrupted"), [k for k, _ in run.messages][-6:]
+    took = time.time() - sent["at"]
+    assert took < 20, f"the queue was held {took:.0f} s after Cancel"
+    status, _ = server.post("/prompt", {"prompt": {"1": {"class_type": "PreviewAny",
+                                                         "inputs": {"source": "still serving"}}}, "client_id": "x"})
+    assert status == 200

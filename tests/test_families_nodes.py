@@ -20,7 +20,7 @@ def host(tmp_path, monkeypatch):
 
     built = []
 
-    def fake_loader(sd, dtype=None):  # the stand-in of comfy.sd's loader: a MODEL holding these weights
+    def fake_loader(sd, dtype=None, metadata=None):  # the stand-in of comfy.sd's loader: a MODEL holding these weights
         from sf_core.checkpoints.weights import load_model  # noqa: F401 - same model class as the host's tree
         from sf_core.config import WanConfig
         from sf_core.model.transformer import WanTransformer

@@ -166,3 +166,35 @@ def test_cli_live_from_stdin_writes_a_playable_mp4_that_matches_the_session(tmp_
     assert _majority(_looks(frames[:, 3:12]), "red", "square") >= 0.8
     assert _majority(_looks(frames[:, 18:]), "blue", "circle") >= 0.8
     assert not list(tmp_path.glob(".*.mp4"))  # no temp file left behind
+
+
+def test_cli_controls_file_with_a_bad_utf8_line_keeps_the_other_lines(tmp_path):
+    """Issue 27 item 9: one invalid UTF-8 byte dropped every control of the file, `stop` included (the run went on
+    to --max-chunks). Now the bad line is refused with its number and the others apply."""
+    controls = tmp_path / "controls.txt"
+    controls.write_bytes(f"@2 prompt {BLUE}\n".encode() + b"prompt caf\xe9 au lait\n" + b"@4 stop\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    p = subprocess.run([sys.executable, "-m", "sf_core", "live", "--model", "toy", "--prompt", RED, "-q", "-o", "",
+                        "--save-session", str(tmp_path / "s.session"), "--controls", str(controls),
+                        "--max-chunks", "12"],
+                       capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    lines = [json.loads(x) for x in p.stdout.splitlines()]
+    chunks, summary = lines[:-1], lines[-1]
+    assert summary["status"] == "stopped" and summary["chunks"] == 4 == len(chunks), summary
+    assert [c["prompt"] for c in chunks] == [RED] * 2 + [BLUE] * 2
+    assert "line 2 of" in p.stderr and "not UTF-8" in p.stderr and "0xe9" in p.stderr, p.stderr
+
+
+def test_cli_reports_controls_applied_after_the_last_chunk(tmp_path):
+    """Issue 27 item 14: a `reset` sent together with `stop` applied, but no chunk came after it to report it."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    p = subprocess.run([sys.executable, "-m", "sf_core", "live", "--model", "toy", "--prompt", RED, "-q", "-o", "",
+                        "--save-session", str(tmp_path / "s.session"), "--max-chunks", "12"],
+                       input="@3 reset\n@3 stop\n", capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    lines = [json.loads(x) for x in p.stdout.splitlines()]
+    chunks, summary = lines[:-1], lines[-1]
+    assert summary["status"] == "stopped" and summary["chunks"] == 3 == len(chunks)
+    assert [a["action"] for a in summary["actions"]] == ["reset", "stop"], summary
+    assert all(a["ok"] for a in summary["actions"]) and not any(c.get("actions") for c in chunks)

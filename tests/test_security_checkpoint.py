@@ -242,7 +242,9 @@ def test_training_node_resume_refuses_metadata_payload(base, tmp_path, monkeypat
     shutil.copytree(_ck(base / "run"), run_dir / "checkpoints" / "step_0000002")
     marker = tmp_path / "MARKER"
     plant(run_dir / "checkpoints" / "step_0000002", "metadata", marker)
-    kw = dict(train_data=str(base / "emb"), method="dmd", generator=RANDOM_MODEL, teacher=RANDOM_MODEL,
+    emb = tmp_path / "comfy" / "input" / "emb"  # the node reads data only inside ComfyUI's folders
+    shutil.copytree(base / "emb", emb)
+    kw = dict(train_data=str(emb), method="dmd", generator=RANDOM_MODEL, teacher=RANDOM_MODEL,
               critic=RANDOM_MODEL, run_name="node_run", max_steps=4, batch_size=1, nproc_per_node=1, nnodes=1,
               node_rank=0, master_addr="127.0.0.1", master_port=29500, resume=True, config_file="", overrides="")
     with pytest.raises(Exception) as exc:

@@ -24,7 +24,9 @@ SAFETENSORS_EXT = (".safetensors", ".sft")
 PICKLE_EXT = (".pt", ".pth", ".ckpt", ".bin")
 WAN_WEIGHTS = "diffusion_pytorch_model.safetensors"
 _SHARD_RE = re.compile(r"^(?P<stem>.+)-(?P<i>\d+)-of-(?P<n>\d+)\.safetensors$")
-_UNSAFE_GLOBAL_RE = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+# torch's weights-only unpickler names what it refused: "Unsupported global: GLOBAL fractions.Fraction ..." (a
+# module it does not allow-list) or, since ~2.7, "unsupported GLOBAL posix.system whose module posix is blocked"
+_UNSAFE_GLOBAL_RE = re.compile(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)", re.IGNORECASE)
 
 
 class CheckpointError(ValueError):
@@ -202,6 +204,29 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
     except (OSError, RuntimeError) as exc:
         raise CheckpointError(f"cannot read {path} as safetensors ({exc}); download or copy it again") from exc
     return tensors, meta
+
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def pickle_only_folder(folder: Path) -> list[str]:
+    """The pickle weight files of a model folder (e.g. transformers' pytorch_model.bin) when it has no
+    .safetensors file, else []: such a folder would be loaded by unpickling, which can run code."""
+    folder = Path(folder)
+    if not folder.is_dir() or any(folder.glob("*.safetensors")):
+        return []
+    return sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+
+
+def refuse_pickle_folder(folder: Path, what: str) -> None:
+    """CheckpointError naming the folder and the fix if `pickle_only_folder` finds pickle weights only."""
+    pickles = pickle_only_folder(folder)
+    if pickles:
+        raise CheckpointError(
+            f"{what} {folder} holds only pickle weights ({', '.join(pickles[:3])}): loading them could run code "
+            f"stored in the file, so they are refused. Use the model's safetensors files (model.safetensors), or "
+            f"convert them once where you trust the file: transformers' save_pretrained(..., "
+            f"safe_serialization=True)")
 
 
 def read_pickle(path: Path) -> Any:

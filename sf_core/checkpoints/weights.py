@@ -273,8 +273,9 @@ def resolve_config(sd: Mapping[str, torch.Tensor], file_cfg: Mapping | None,
         if dim % HEAD_DIM:
             raise CheckpointError(
                 f"{where}: cannot tell num_heads for dim={dim} (Wan2.1 uses head_dim {HEAD_DIM}, but {dim} is not a "
-                f"multiple of it) and the file records no config; pass it, e.g. config={{'num_heads': N}} or "
-                "--num-heads N")
+                f"multiple of it) and the file records no config; convert it once with the head count, e.g. "
+                f"`python -m sf_core.checkpoints.convert {where} out.safetensors --num-heads N` (the output records "
+                "it; then load out.safetensors), or in Python pass config={'num_heads': N}")
         fields_["num_heads"] = dim // HEAD_DIM
     known = {f.name for f in fields(WanConfig)}
     try:

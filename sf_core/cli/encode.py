@@ -35,15 +35,19 @@ def main(argv: list[str] | None = None) -> int:
 
     from ..text import TextEncoderError, load_umt5  # noqa: PLC0415
 
+    from ..config import ConfigError  # noqa: PLC0415
+    from .inputs import pick_device  # noqa: PLC0415
+
     dtype = {"bf16": torch.bfloat16, "fp32": torch.float32, "fp16": torch.float16}[args.dtype]
     try:
-        enc = load_umt5(args.text_encoder, tokenizer=args.tokenizer, device=args.device, dtype=dtype)
+        device = pick_device(args.device)
+        enc = load_umt5(args.text_encoder, tokenizer=args.tokenizer, device=device, dtype=dtype)
         out = {}
         for text in args.prompt:  # one prompt at a time: no padding rows
             out[text] = enc.encode([text])[0].cpu().contiguous()
         out["context"] = out[args.prompt[0]].clone()
         save_file(out, args.output, metadata={"format": "sf_core.embeddings"})
-    except (TextEncoderError, OSError, ValueError) as exc:
+    except (TextEncoderError, ConfigError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"wrote {len(args.prompt)} prompt embeddings to {args.output}")

@@ -30,6 +30,32 @@ def add_arguments(parser) -> None:
                    "are encoded into the KV cache and -o holds the whole video followed by the continuation")
 
 
+MAX_INPUT_PIXELS = 4096 * 4096  # per frame: 4K video fits; the models run at ~0.4 MP (Wan 832x480)
+
+
+def _too_big(w: int, h: int, path) -> None:
+    if w * h > MAX_INPUT_PIXELS:
+        f = (MAX_INPUT_PIXELS / (w * h)) ** 0.5
+        raise ConfigError(f"{path} is {w}x{h} pixels ({w * h / 1e6:.0f} MP), more than this run reads "
+                          f"({MAX_INPUT_PIXELS / 1e6:.1f} MP per frame); resize it first, e.g. to "
+                          f"{int(w * f) // 16 * 16}x{int(h * f) // 16 * 16} (the video's size is the input's)")
+
+
+def check_input_size(path: str | Path) -> None:
+    """Refuse an image larger than a run could use from its header alone, before any pixel is decoded (an 8192²
+    PNG decoded into float frames took 2 GB)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:  # lazy: reads the header only
+            w, h = im.size
+    except (UnidentifiedImageError, OSError, ValueError):
+        return  # not an image Pillow knows (a video): PyAV's stream header is checked when it is opened
+    except Image.DecompressionBombError as exc:
+        raise ConfigError(f"{path}: {exc}; resize it first") from None
+    _too_big(w, h, path)
+
+
 def last_frames(path: str | Path, count: int) -> np.ndarray:
     """The last `count` frames of an image or video file as uint8 [T, H, W, 3] (streamed: bounded memory)."""
     from ..video import _av
@@ -38,9 +64,12 @@ def last_frames(path: str | Path, count: int) -> np.ndarray:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{path}: no such file")
+    check_input_size(p)
     keep: collections.deque = collections.deque(maxlen=max(1, int(count)))
     try:
         with av.open(str(p)) as c:
+            stream = c.streams.video[0]
+            _too_big(stream.codec_context.width, stream.codec_context.height, path)
             for f in c.decode(video=0):
                 keep.append(f.to_ndarray(format="rgb24"))
     except (av.error.FFmpegError, ValueError, IndexError) as exc:  # type: ignore[attr-defined]

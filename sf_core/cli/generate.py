@@ -148,6 +148,9 @@ def run(args, bundle: Bundle | None = None) -> int:
     from ..video import VideoWriter  # noqa: PLC0415
 
     inputs.check_ranges(args)
+    for given_path in (getattr(args, 'image', None), getattr(args, 'video', None)):  # sizes from headers
+        if given_path:
+            frames_in.check_input_size(given_path)
     specs = inputs.prompt_specs(args)  # a typo in the schedule is refused before anything is loaded
     outputs.check_outputs(args, bundle)  # every output path, before anything is loaded or generated
     if args.threads:
@@ -202,12 +205,18 @@ def run(args, bundle: Bundle | None = None) -> int:
              str(dtype).removeprefix("torch."))
 
     writer = VideoWriter(args.output, fps, crf=args.crf) if args.output else None
-    if writer is not None and getattr(args, "image", None) and given is not None:
-        writer.write(given[0])  # the video starts with the image
-    elif writer is not None and getattr(args, "video", None):
-        writer.copy_from(args.video)  # the given video, then its continuation
+    try:
+        if writer is not None and getattr(args, "image", None) and given is not None:
+            writer.write(given[0])  # the video starts with the image
+        elif writer is not None and getattr(args, "video", None):
+            writer.copy_from(args.video)  # the given video, then its continuation
+        have = writer.copy_from(args.output) if args.append else None
+    except BaseException:
+        if writer is not None:
+            writer.abort()  # no hidden temp file left beside the output
+        raise
     if args.append:
-        have, want = writer.copy_from(args.output), inputs.video_frames(start, True, ts)
+        want = inputs.video_frames(start, True, ts)
         if have != want:
             writer.abort()
             raise ConfigError(f"--append: {args.output} has {have} frames, but this session continues a video of "

@@ -25,9 +25,18 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"--device {name!r} is not a device: use auto, cpu, cuda or cuda:N (e.g. cuda:0)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
-    return torch.device(name)
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                          f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    if device.type not in ("cpu", "cuda", "mps", "xpu"):
+        raise ConfigError(f"--device {name}: use auto, cpu or cuda[:N]")
+    return device
 
 
 def pick_dtype(name: str, device: torch.device) -> torch.dtype:
@@ -90,6 +99,12 @@ def check_ranges(args) -> None:
 def load_bundle(args, device: torch.device, dtype: torch.dtype) -> Bundle:
     """The toy bundle (`--model toy`) or a Wan2.1 bundle from files (--model, --vae, --text-encoder)."""
     if args.model == "toy":
+        ignored = [f"--{k.replace('_', '-')} {getattr(args, k)}" for k in ("lora", "vae", "text_encoder", "tokenizer")
+                   if getattr(args, k, None)]
+        if ignored:  # the toy bundle carries its own decoder and text encoder and takes no LoRA
+            raise ConfigError(f"{', '.join(ignored)}: not used with --model toy (the toy model has its own decoder "
+                              f"and text encoder and takes no LoRA); drop {'them' if len(ignored) > 1 else 'it'}, or "
+                              f"give --model a Wan2.1 / Self Forcing checkpoint")
         try:
             from ..toy import load_toy_bundle  # noqa: PLC0415 - the toy model is optional
         except ImportError as exc:

@@ -39,6 +39,28 @@ class Interrupted(Exception):
     """Ctrl-C, raised at the next denoising step (the chunk is rolled back, mp4 and session stay in step)."""
 
 
+class WriteFailed(Exception):
+    """The video writer failed (a full disk): the run stops at that chunk, the session is still saved."""
+
+    def __init__(self, chunk: int, cause: OSError):
+        super().__init__(f"writing the video failed at chunk {chunk} ({cause.strerror or cause})")
+        self.chunk, self.cause = chunk, cause
+
+
+
+def control_lines(src, name: str):
+    """Control lines from a text or binary stream, one at a time: a line that is not UTF-8 is refused with its
+    number (the others, `stop` included, still apply)."""
+    for number, raw in enumerate(src, start=1):
+        if isinstance(raw, str):
+            yield raw
+            continue
+        try:
+            yield raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            print(f"error: line {number} of {name} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at column "
+                  f"{exc.start + 1}): ignored; the other lines apply", file=sys.stderr, flush=True)
+
 def build_parser():
     p = generate_parser()
     p.prog = "python -m sf_core live"
@@ -87,6 +109,9 @@ def run(args, bundle: Bundle | None = None, stdin: TextIO | None = None) -> int:
     from ..video import VideoWriter  # noqa: PLC0415
 
     inputs.check_ranges(args)
+    for given_path in (getattr(args, 'image', None), getattr(args, 'video', None)):  # sizes from headers
+        if given_path:
+            frames_in.check_input_size(given_path)
     if args.max_chunks is not None and args.max_chunks < 1:
         raise ConfigError(f"--max-chunks must be >= 1, got {args.max_chunks}")
     if args.max_wall_seconds is not None and not (0 < args.max_wall_seconds < float("inf")):
@@ -163,12 +188,13 @@ def run(args, bundle: Bundle | None = None, stdin: TextIO | None = None) -> int:
         except LiveControlError as exc:
             print(f"error: {exc}", file=sys.stderr, flush=True)
 
-    src = stdin if stdin is not None else sys.stdin
+    src = stdin if stdin is not None else getattr(sys.stdin, "buffer", sys.stdin)
+    name = "stdin"
     if args.controls not in ("-", "none"):
-        src = open(args.controls, encoding="utf-8")  # noqa: SIM115 - read by the thread below
+        src, name = open(args.controls, "rb"), args.controls  # noqa: SIM115 - read by the thread below
     if args.controls != "none":
-        threading.Thread(target=lambda: [submit_line(ln) for ln in src], name="sf-live-controls",
-                         daemon=True).start()
+        threading.Thread(target=lambda: [submit_line(ln) for ln in control_lines(src, name)],
+                         name="sf-live-controls", daemon=True).start()
 
     interrupted = threading.Event()
 
@@ -185,12 +211,19 @@ def run(args, bundle: Bundle | None = None, stdin: TextIO | None = None) -> int:
         writer.write(given[0])
         stats["frames"] += given.shape[2]
     elif writer is not None and args.video:
-        stats["frames"] += writer.copy_from(args.video)
+        try:
+            stats["frames"] += writer.copy_from(args.video)
+        except BaseException:
+            writer.abort()  # no hidden temp file left beside the output
+            raise
 
     def on_chunk(c: LiveChunk) -> None:
         r = c.result
         if writer is not None and r.frames is not None:
-            writer.write(r.frames[0])
+            try:
+                writer.write(r.frames[0])
+            except OSError as exc:  # e.g. no space left: stop now, not after the whole run
+                raise WriteFailed(r.index, exc) from exc
             stats["frames"] += r.frames.shape[2]
         cpu = time.process_time()
         line = {"chunk": r.index, "latent_start": r.start_frame, "seconds": round(r.seconds, 4),
@@ -209,14 +242,19 @@ def run(args, bundle: Bundle | None = None, stdin: TextIO | None = None) -> int:
             submit_line(ln)
 
     t0 = time.perf_counter()
+    last_actions: list[dict] = []
+    failed: WriteFailed | None = None
     try:
         try:
             summary = live.run(on_chunk=on_chunk, check_interrupt=check)
-            end = summary.status
+            end, last_actions = summary.status, list(summary.actions)
         except Interrupted:
             print(f"interrupted after {session.chunk_index} chunks", file=sys.stderr)
             end, status = "interrupted", 130
-        if writer is not None:
+        except WriteFailed as exc:
+            writer.abort()  # an mp4 cannot be finished on a full disk: its temp file goes, nothing half-written stays
+            failed, end, status = exc, "write_failed", 1
+        if writer is not None and failed is None:
             writer.close()
     except BaseException:
         if writer is not None:
@@ -225,12 +263,24 @@ def run(args, bundle: Bundle | None = None, stdin: TextIO | None = None) -> int:
     finally:
         if old is not None:
             signal.signal(signal.SIGINT, old)
+    saved = None
     if args.save_session:
-        save_session(session, args.save_session, include_cache=not args.compact_session)
+        try:
+            saved = save_session(session, args.save_session, include_cache=not args.compact_session)
+        except OSError as exc:
+            if failed is None:
+                raise
+            print(f"error: saving the session {args.save_session} failed too ({exc.strerror or exc})", file=sys.stderr)
+    if failed is not None:
+        kept = (f"the session ({session.chunk_index} chunks) was saved to {saved}: continue it with --resume {saved}"
+                if saved else "nothing was kept (no --save-session, or it failed)")
+        print(f"error: {failed}; the video {args.output} was lost (an mp4 cannot be finished on a full disk); "
+              f"{kept}", file=sys.stderr, flush=True)
     elapsed = time.perf_counter() - t0
     print(json.dumps({"status": end, "chunks": live.chunks, "latent_frames": session.next_frame,
                       "video_frames": stats["frames"], "seconds": round(elapsed, 3),
-                      "output": args.output or None, "session": args.save_session, "prompt": live.prompt,
-                      "peak_rss_mb": _peak_rss_mb()}),
+                      "output": (args.output or None) if failed is None else None,
+                      "session": str(saved) if saved else None, "prompt": live.prompt,
+                      "actions": last_actions, "peak_rss_mb": _peak_rss_mb()}),
           flush=True)
     return status

@@ -23,12 +23,17 @@ DECODER_KINDS = {"WanVAE": "wan", "ComfyWanDecoder": "wan", "TAEHV": "taehv", "T
 
 def _resumed(path: str) -> tuple[SamplingSettings, tuple[int, int], int, int]:
     """(settings, latent size, batch, next frame) from a session file's metadata, without reading its tensors."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
+    from ..sampling.session import SessionError
     from ..sampling.session_io import FORMAT
 
-    with safe_open(str(path), "pt") as f:
-        meta = json.loads((f.metadata() or {}).get(FORMAT, "{}"))
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = json.loads((f.metadata() or {}).get(FORMAT, "{}"))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise SessionError(f"--resume {path}: not a readable session file ({exc}); give a file written by "
+                           f"--save-session (python -m sf_core generate/live)") from None
     if not meta:
         return SamplingSettings(), (60, 104), 1, 0  # not a session file: load_session names the problem later
     return (SamplingSettings.from_dict(meta["settings"]), tuple(meta["latent_hw"]), int(meta["batch"]),

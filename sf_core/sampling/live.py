@@ -177,6 +177,8 @@ class LiveSummary:
     seconds: float
     status: str  # "stopped" | "limit"
     prompt: str
+    actions: tuple = ()  # controls applied after the last chunk (e.g. a `reset` sent with `stop`): no chunk
+                         # carries them, so the summary reports them
 
 
 class LiveRun:
@@ -315,7 +317,9 @@ class LiveRun:
         finally:
             self.state = "stopped"
             self.controls.close()
-        return LiveSummary(self.chunks, self.session.next_frame, time.perf_counter() - t_start, status, self.prompt)
+        end = time.perf_counter()
+        tail = tuple({**rec, "latency_s": round(end - c.submitted, 4)} for c, rec in applied)
+        return LiveSummary(self.chunks, self.session.next_frame, end - t_start, status, self.prompt, tail)
 
     def _fps(self) -> float:
         if len(self._times) < 2:

@@ -6,9 +6,9 @@ input folder) must not make a server allocate gigabytes: every declared size is 
 the file really holds (their shapes are read from the header, nothing is loaded), against the model identity
 written in the same file, against the model the caller passes, and against sane bounds:
 
-- a file *with* its KV cache: the rows it holds back every dimension; the preallocated window (or global
-  capacity) may exceed the stored frames by at most `MAX_PREALLOC_RATIO` (a window of 21 latent frames saved
-  after one chunk of 1 or 3 frames is 21x or 7x);
+- a file *with* its KV cache: the rows it holds back every dimension; a rolling window may exceed the stored
+  frames by at most `MAX_PREALLOC_RATIO` (a window of 21 latent frames saved after one chunk of 1 or 3 frames is
+  21x or 7x); a global cache grows on demand, so its declared capacity is only preallocated up to that ratio;
 - a file *without* its KV cache: refused without a model (nothing to recompute the cache with); with one, the
   declared layers/heads/head size/tokens per frame must be the model's, so the cache is the size a generation
   at that picture size would allocate anyway, and it must fit in the memory free on the target device.
@@ -66,12 +66,17 @@ def free_bytes(device: torch.device) -> int | None:
 def check_declared_sizes(meta: dict, shapes: dict[str, tuple[int, ...]], model: Any, dtype: torch.dtype,
                          device: torch.device, file_bytes: int) -> int:
     """SessionError unless the cache `meta` declares is backed by the file (`shapes`: tensor name -> shape) or by
-    `model`; returns the bytes the cache will preallocate."""
+    `model`; returns the bytes the cache will preallocate. A global cache's capacity (a preallocation hint: it grows
+    on demand) is clamped in `meta` to `MAX_PREALLOC_RATIO` x the stored frames instead of being refused."""
     cm = meta["cache"]
     layers, heads, head_dim = _int(cm, "num_layers", 1), _int(cm, "num_heads", 1), _int(cm, "head_dim", 1)
     tpf, batch, length = _int(cm, "tokens_per_frame", 1), _int(cm, "batch", 1), _int(cm, "length")
     window = cm.get("window_frames")
-    frames = _int(cm, "window_frames", 1) if window else max(_int(cm, "capacity"), 1)
+    if window:
+        frames = _int(cm, "window_frames", 1)
+    else:  # a global cache grows on demand: its declared capacity is only a preallocation hint, clamped here
+        frames = max(min(max(_int(cm, "capacity"), 1), MAX_PREALLOC_RATIO * max(length, 1)), length, 1)
+        cm["capacity"] = frames
     per_frame = 2 * layers * batch * tpf * heads * head_dim * _element_bytes(cm.get("kv_dtype", "auto"), dtype)
     alloc = per_frame * max(frames, length)
     ident = meta.get("model") or {}
@@ -112,7 +117,7 @@ def check_declared_sizes(meta: dict, shapes: dict[str, tuple[int, ...]], model: 
                                        f"{[batch, length * tpf, heads, head_dim]} from the file's metadata: the "
                                        f"file is damaged")
                 stored += math.prod(shape)
-        if alloc > SMALL_BYTES and frames > MAX_PREALLOC_RATIO * max(length, 1):
+        if window and alloc > SMALL_BYTES and frames > MAX_PREALLOC_RATIO * max(length, 1):
             raise SessionError(f"the session file stores {length} cache frames but declares a cache of {frames} "
                                f"frames ({alloc / 2**30:.2f} GiB) in a {file_bytes / 2**20:.2f} MiB file; at most "
                                f"{MAX_PREALLOC_RATIO}x the stored frames is accepted: the file is damaged or crafted")

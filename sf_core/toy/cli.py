@@ -163,8 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     p.add_argument("--videos", type=int, help="N of the 144 eval prompts, evenly spread (default: all)")
     p.add_argument("--eval-seed", type=int, default=0, help="noise seed of the rollouts")
-    p.add_argument("--out", default="docs/toy_world_results.json", help="results JSON (+ .md table beside it)")
-    p.add_argument("--plot", default="docs/toy_world_rollouts.png", help="per-frame plot PNG ('' = none)")
+    p.add_argument("--out", default="toy_results/toy_world_results.json",
+                   help="results JSON (+ .md table beside it); default: a new folder toy_results/ under the current "
+                        "one (the shipped figures in docs/ are only replaced when you name them)")
+    p.add_argument("--plot", default="toy_results/toy_world_rollouts.png", help="per-frame plot PNG ('' = none)")
     p.add_argument("--factor", type=int, default=4, choices=(4, 16),
                    help="longest rollout in training lengths (16 adds the 16x table; about 4x the time)")
     p.set_defaults(fn=cmd_eval)
@@ -180,7 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-seed", type=int, default=0, help="noise seed of the rollouts")
     p.add_argument("--train-only", action="store_true", help="train, do not evaluate")
     p.add_argument("--eval-only", action="store_true", help="evaluate what is trained, train nothing")
-    p.add_argument("--out", default="docs/toy_experiment", help="summary path stem (.json, .md, .png)")
+    p.add_argument("--out", default="toy_results/toy_experiment",
+                   help="summary path stem (.json, .md, .png); default under toy_results/ in the current folder")
     p.add_argument("--plot", default="1", help="'' = no plot (the plot needs matplotlib)")
     recipe_options(p)
     p.set_defaults(fn=cmd_experiment)

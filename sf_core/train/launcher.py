@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,7 +75,8 @@ class TrainingProcess:
         self._rows_seen = len(read_jsonl(self.out_dir / "metrics.jsonl"))
         (self.out_dir / "STOP").unlink(missing_ok=True)  # requests of earlier runs are stale
         full_env = dict(os.environ, **(env or {}))
-        full_env["SF_TRAIN_LAUNCHED_AT"] = repr(time.time())
+        self.launched_at = time.time()
+        full_env["SF_TRAIN_LAUNCHED_AT"] = repr(self.launched_at)
         full_env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACK_ROOT), full_env.get("PYTHONPATH", "")) if p)
         full_env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // max(spec.nproc_per_node, 1))))
         self._log = open(self.log_path, "ab")
@@ -131,9 +133,17 @@ class TrainingProcess:
     def request_stop(self) -> None:
         (self.out_dir / "STOP").touch()
 
-    def stop(self, grace_s: float = 300.0) -> int:
-        """Cooperative stop (checkpoint, exit), then SIGTERM, then SIGKILL; returns the exit code."""
-        self.request_stop()
+    def training(self) -> bool:
+        """True once this launch's trainer reports that it is training (status.json written since the launch, state
+        running): only then can it answer STOP with a checkpoint. Before that (torchrun waiting for the other nodes
+        of a multi-node run, or still loading) there is nothing to save."""
+        try:
+            fresh = (self.out_dir / "status.json").stat().st_mtime >= self.launched_at - 1
+        except OSError:
+            return False
+        return fresh and self.status().get("state") == "running"
+
+    def _escalate(self, grace_s: float) -> int:
         for sig, wait in ((None, grace_s), (signal.SIGTERM, 30.0), (signal.SIGKILL, 10.0)):
             if sig is not None and self.proc.poll() is None:
                 try:
@@ -146,13 +156,33 @@ class TrainingProcess:
                 continue
         return self.proc.wait()
 
+    def stop(self, grace_s: float = 300.0, detach_after_s: float | None = None) -> int | None:
+        """Cooperative stop (checkpoint, exit), then SIGTERM, then SIGKILL; returns the exit code.
+
+        A trainer that is not training yet is terminated at once (nothing to checkpoint; a multi-node launch
+        whose other nodes never came would otherwise hold the caller for `grace_s`). With `detach_after_s`, a
+        trainer still writing its checkpoint after that many seconds is left to finish in the background (a
+        thread escalates after `grace_s` as before) and None is returned: the caller is free within seconds."""
+        self.request_stop()
+        if not self.training():
+            return self._escalate(0.0 if self.proc.poll() is None else 5.0)
+        if detach_after_s is None:
+            return self._escalate(grace_s)
+        try:
+            return self.proc.wait(timeout=detach_after_s)
+        except subprocess.TimeoutExpired:
+            pass
+        threading.Thread(target=self._escalate, args=(max(0.0, grace_s - detach_after_s),), daemon=True,
+                         name=f"sf-train-stop-{self.proc.pid}").start()
+        return None
+
     def close(self) -> None:
         self._log.close()
 
 
 def follow(proc: TrainingProcess, on_rows: Callable[[list[dict], dict], None],
            check_interrupt: Callable[[], None] = lambda: None, *, poll_s: float = 0.5,
-           grace_s: float = 300.0) -> dict:
+           grace_s: float = 300.0, detach_after_s: float | None = 10.0) -> dict:
     """Forward new metric rows until the trainer exits. If `check_interrupt` or `on_rows` raises (the user
     cancelled: the host's progress updates check for that too), stop the trainer cooperatively (it writes a
     checkpoint) and re-raise. Raises TrainingFailed on a
@@ -165,9 +195,14 @@ def follow(proc: TrainingProcess, on_rows: Callable[[list[dict], dict], None],
                     on_rows(rows, proc.status())  # the host's progress update is an interruption point too
                 check_interrupt()
             except BaseException:
-                code = proc.stop(grace_s)
-                proc.record_exit(code)
-                log.info("training stopped on request (exit code %s)", code)
+                code = proc.stop(grace_s, detach_after_s=detach_after_s)
+                if code is None:
+                    log.warning("training cancelled: the trainer (pid %d) is writing its checkpoint in the "
+                                "background and exits by itself (killed after %.0f s if it does not)",
+                                proc.proc.pid, grace_s)
+                else:
+                    proc.record_exit(code)
+                    log.info("training stopped on request (exit code %s)", code)
                 raise
             code = proc.poll()
             if code is not None:

@@ -74,8 +74,15 @@ class _TextModelReward:
         if kind != self.model_type:
             raise ConfigError(f"reward.{what}: {self.folder} holds a {kind!r} model, not {self.model_type!r}: "
                               f"cannot load a {self.model_class} from it")
+        from ..checkpoints.files import CheckpointError, refuse_pickle_folder
+
         try:
-            self.model, info = cls.from_pretrained(str(self.folder), local_files_only=True, output_loading_info=True)
+            refuse_pickle_folder(self.folder, f"reward.{what}")
+        except CheckpointError as exc:
+            raise ConfigError(str(exc)) from None
+        try:
+            self.model, info = cls.from_pretrained(str(self.folder), local_files_only=True, output_loading_info=True,
+                                                   use_safetensors=True)
             self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(self.folder), local_files_only=True)
         except (OSError, ValueError, RuntimeError) as exc:  # RuntimeError: weights of another shape
             raise ConfigError(f"reward.{what}: cannot load a {self.model_class} from {self.folder}: {exc}") from None

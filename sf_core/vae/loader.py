@@ -32,13 +32,18 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     p = Path(path)
     if not p.is_file():
         raise VAEError(f"VAE file not found: {p}; give the path of an existing .safetensors or .pth file")
+    if p.suffix != ".safetensors":  # weights-only unpickling; a refusal says what the pickle wanted to run
+        from ..checkpoints.files import CheckpointError, read_pickle
+
+        try:
+            obj: Any = read_pickle(p)
+        except CheckpointError as e:
+            raise VAEError(str(e)) from None
     try:
         if p.suffix == ".safetensors":
             from safetensors.torch import load_file
 
-            obj: Any = load_file(str(p), device="cpu")
-        else:
-            obj = torch.load(str(p), map_location="cpu", weights_only=True)
+            obj = load_file(str(p), device="cpu")
     except Exception as e:  # the file's format decides the exception type; all mean "unreadable"
         raise VAEError(f"{p}: cannot read it as {'safetensors' if p.suffix == '.safetensors' else 'a torch weights'} "
                        f"file ({type(e).__name__}: {str(e)[:200]}); is it complete and a VAE weight file?") from e
