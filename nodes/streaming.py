@@ -79,7 +79,8 @@ class LiveStream:
             return Image.fromarray(to_uint8(chunk_frames[-1]))
         if not self._started:
             host.send_event("stream_start", {**self._base(), "fps": self.fps, "total_chunks": self.total_chunks,
-                                             "width": int(w), "height": int(h), **self.start_extra})
+                                             "width": int(w), "height": int(h), "first_chunk": int(chunk),
+                                             **self.start_extra})
             self._started = True
         folder = os.path.join(host.temp_directory(), SUBFOLDER)
         os.makedirs(folder, exist_ok=True)

@@ -292,11 +292,13 @@ def test_crafted_session_peak_memory_stays_small(comfy, session_file, tmp_path):
 
     bad = _craft(good, tmp_path / "big.safetensors", scale)
     assert bad.stat().st_size < 1 << 20
-    code = ("import resource,sys\nfrom sf_core.sampling.session_io import load_session\n"
-            "load_session(sys.argv[1])\nbase=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+    # VmHWM: this process's own peak (ru_maxrss keeps the parent's peak across fork + exec on Linux)
+    code = ("import re,sys\nfrom sf_core.sampling.session_io import load_session\n"
+            "hwm=lambda: int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1))\n"
+            "load_session(sys.argv[1])\nbase=hwm()\n"
             "try:\n    s=load_session(sys.argv[2]); s.cache.k[0].fill_(1); print('loaded')\n"
             "except Exception as e: print(type(e).__name__)\n"
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss-base)\n")
+            "print(hwm()-base)\n")
     out = subprocess.run([sys.executable, "-c", code, str(good), str(bad)], capture_output=True, text=True,
                          timeout=300, cwd=Path(__file__).resolve().parents[1])
     lines = out.stdout.split()

@@ -215,7 +215,7 @@ def test_live_stream_steered_from_the_player(server, tmp_path):
     # what was generated, on the frames the player showed (the strips) and in the mp4
     shown = [looks(strip_frames(server, c, upscale)) for c in chunks]
     before = [lk for c in chunks[1:enter] for lk in shown[c["chunk"]]]
-    later = [lk for c in chunks[enter + 2:] for lk in shown[c["chunk"]]]
+    later = [lk for c in chunks[switch + 2:] for lk in shown[c["chunk"]]]  # two chunks after the switch
     figures = {"enter_at_chunk": enter, "switch_chunk": switch, "chunks": len(chunks),
                "red_square_before": share(before, ("red", "square")), "blue_circle_after": share(later, ("blue", "circle"))}
     (shots(tmp_path) / "live_figures.json").write_text(json.dumps(figures))
@@ -228,7 +228,7 @@ def test_live_stream_steered_from_the_player(server, tmp_path):
     x = torch.from_numpy(mp4).permute(3, 0, 1, 2).float() / 127.5 - 1
     in_file = looks(torch.nn.functional.avg_pool2d(x, upscale))
     assert share(in_file[3:3 * enter], ("red", "square")) >= 0.8
-    assert share(in_file[3 * (enter + 2):], ("blue", "circle")) >= 0.8
+    assert share(in_file[3 * (switch + 2):], ("blue", "circle")) >= 0.8
     video = after["video"]  # the finished file plays in the node
     assert not video["hidden"] and video["readyState"] >= 2 and abs(video["duration"] - end["frames"] / 8) < 1.0
     assert end["file"]["filename"] in video["src"] and after["status"].startswith("stopped")

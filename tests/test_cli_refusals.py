@@ -152,9 +152,11 @@ def test_huge_image_is_refused_from_its_header(tmp_path):
 
     big = tmp_path / "big.png"
     Image.new("RGB", (8192, 8192), (10, 20, 30)).save(big)
-    code = ("import resource,sys\nfrom sf_core.cli import generate\n"
+    # VmHWM: this process's own peak (ru_maxrss keeps the parent's peak across fork + exec on Linux)
+    code = ("import re,sys\nfrom sf_core.cli import generate\n"
             "rc=generate.main(['--model','toy','--prompt','a red square moving left fast','-q','--image',sys.argv[1],"
-            "'-o',sys.argv[2]])\nprint(rc, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n")
+            "'-o',sys.argv[2]])\n"
+            "print(rc, re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1))\n")
     p = subprocess.run([sys.executable, "-c", code, str(big), str(tmp_path / "x.mp4")], capture_output=True,
                        text=True, timeout=300, cwd=Path(__file__).resolve().parents[1])
     rc, rss_kb = (int(x) for x in p.stdout.split())

@@ -430,3 +430,22 @@ def test_preview_decoder_streams_live_and_taehv_loader(host, dm):
     chunks = events("chunk")
     assert len(chunks) == 2 and chunks[0][1]["source"] == "sampler"
     assert type(out[2]).__name__ == "ExecutionBlocker"  # no VAE: the live view only, no frames output
+
+
+def test_a_continued_stream_says_its_first_chunk(host, dm, tiny_vae, monkeypatch):
+    """The player waited for chunk 0, so a stream that continues a session (or starts from an image / a video)
+    stayed blank for runs of <= 8 chunks: stream_start now names the stream's first chunk."""
+    import nodes.decoders as decoders
+    from nodes.sampler import CausalSampler
+    from nodes.session import ContinueSession
+
+    monkeypatch.setattr(decoders, "from_host_vae", lambda vae: decoders.HostDecoder(vae, name="vae"))
+    first = CausalSampler.run(model=FakePatcher(dm), positive=cond(), vae=tiny_vae, **sampler_kw(length=21))
+    assert events("stream_start")[0][1]["first_chunk"] == 0
+    host["cu"].updates.clear()
+    ContinueSession.run(model=FakePatcher(dm), session=first[1], chunks=2, switch_policy="recache", fps=16.0,
+                        live_preview=True, vae=tiny_vae)
+    start = events("stream_start")[-1][1]
+    chunks = [d for _, d in events("chunk") if d["stream"] == start["stream"]]
+    assert start["first_chunk"] == first[1].chunk_index == 2 == chunks[0]["chunk"]
+    assert [c["chunk"] for c in chunks] == [2, 3]

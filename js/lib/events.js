@@ -73,7 +73,10 @@ export function parseStart(detail) {
           width: Number.isInteger(detail.width) ? detail.width : null,
           height: Number.isInteger(detail.height) ? detail.height : null,
           live: detail.live === true, prompt: str(detail.prompt),
-          controlsUrl: str(detail.controls_url) ?? "/selfforcing/live/control"};
+          controlsUrl: str(detail.controls_url) ?? "/selfforcing/live/control",
+          // the stream's first chunk index: a continued session, image to video or an extended video does not
+          // start at chunk 0 (older servers do not send it: 0)
+          firstChunk: Number.isInteger(detail.first_chunk) && detail.first_chunk >= 0 ? detail.first_chunk : 0};
 }
 
 export function parseLiveState(detail) {

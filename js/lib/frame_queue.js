@@ -18,7 +18,7 @@ export class VideoBuffer {
     this.pending = new Map(); // chunk index -> {startFrame, frames: [...]}
     this.frames = [];         // the kept contiguous frames: frames[i] is frame start + i
     this.start = 0;           // absolute number of the oldest kept frame
-    this.nextChunk = 0;
+    this.nextChunk = Number.isInteger(meta.firstChunk) ? meta.firstChunk : 0; // the stream's first chunk index
     this.ended = false;
     this.status = null;
     this.expectedFrames = null;

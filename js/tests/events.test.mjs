@@ -75,3 +75,9 @@ test("a strip yields one source rectangle per frame, numbered from the chunk's f
   assert.equal(f[11].sy, 11 * 480);
   assert.equal(f[11].index, 20);
 });
+
+test("stream_start carries the stream's first chunk (0 from servers that do not send it)", () => {
+  assert.equal(parseStart({ stream: "x", fps: 8, first_chunk: 7 }).firstChunk, 7);
+  assert.equal(parseStart({ stream: "x", fps: 8 }).firstChunk, 0);
+  assert.equal(parseStart({ stream: "x", fps: 8, first_chunk: -1 }).firstChunk, 0);
+});

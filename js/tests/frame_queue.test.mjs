@@ -90,3 +90,18 @@ test("the frame budget follows the frame size", () => {
   assert.equal(framesForBudget(64, 64, 400e6), 4096);
   assert.equal(framesForBudget(4096, 4096, 400e6), 48);
 });
+
+test("a stream that does not start at chunk 0 plays from its first chunk (continue, image to video, extend)", () => {
+  // SF Continue Session / Image to Video / Extend Video: the first chunk of the stream is the session's next one;
+  // the player waited for chunk 0 and stayed blank for runs of <= 8 chunks
+  const b = new VideoBuffer();
+  b.reset("s1", { firstChunk: 5 });
+  const c5 = mk(5, 0, 12), c6 = mk(6, 12, 12);
+  b.add(c6, stripFrames(c6), "img6");
+  assert.equal(b.available, 0); // chunk 5 still loading
+  b.add(c5, stripFrames(c5), "img5");
+  assert.equal(b.available, 24);
+  b.end({ stream: "s1", status: "done", frames: 24 });
+  assert.equal(b.complete, true);
+  assert.equal(b.missing, 0);
+});
