@@ -274,3 +274,35 @@ def test_refused_metadata_is_not_even_partly_run(tmp_path):
     p.write_bytes(b"\x80\x04cos\nsystem\n\x8c\x04true\x85R.")
     with pytest.raises(CheckpointRefused, match="os.system"):
         read_metadata(p)
+
+
+def test_export_refuses_a_train_state_declaring_a_bigger_model(base, tmp_path):
+    """Issue 27 item 3: a crafted train_state.json made `train export` try to allocate > 6 GB for a model the
+    checkpoint does not hold. The declared size is checked against the stored weights' sizes first."""
+    import json
+
+    from sf_core.train.checkpoint import CheckpointFileError
+    from sf_core.train.export import export_checkpoint
+    from sf_core.model import transformer
+
+    ck = tmp_path / "step_0000002"
+    shutil.copytree(_ck(base / "run"), ck)
+    export_checkpoint(ck, tmp_path / "ok.safetensors")  # the real one exports
+    state = json.loads((ck / "train_state.json").read_text())
+    state["wan_config"].update(dim=1536, ffn_dim=8960, num_heads=12, num_layers=30)  # 1.3B: ~5.7 GB in fp32
+    (ck / "train_state.json").write_text(json.dumps(state))
+    built = []
+    real_init = transformer.WanTransformer.__init__
+
+    def spy(self, cfg, *a, **k):
+        built.append(torch.empty(0).device.type)  # the default device when the model is built
+        return real_init(self, cfg, *a, **k)
+
+    transformer.WanTransformer.__init__ = spy
+    try:
+        with pytest.raises(CheckpointFileError, match="declares a model of .* refused before allocating"):
+            export_checkpoint(ck, tmp_path / "bad.safetensors")
+    finally:
+        transformer.WanTransformer.__init__ = real_init
+    assert built == ["meta"]  # only the shape probe, on the meta device
+    assert not (tmp_path / "bad.safetensors").exists()

@@ -9,6 +9,7 @@ running trainer (a collective over sharded weights) or offline from a checkpoint
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import torch
@@ -46,6 +47,25 @@ def export_generator(path: str | Path, state: dict[str, torch.Tensor], model: nn
     return out
 
 
+def _check_declared_size(ck: Path, wan: WanConfig, dcp_safe) -> None:
+    """The model train_state.json declares must be no larger than the generator weights the checkpoint stores
+    (their sizes come from its DCP metadata, nothing is loaded): a crafted train_state.json must not make the
+    export allocate gigabytes (a 6 GB attempt was seen) for weights that are not there."""
+    from ..model.transformer import WanTransformer
+    from .checkpoint import CheckpointFileError
+
+    with torch.device("meta"):  # shapes only
+        declared = sum(p.numel() for p in WanTransformer(wan).parameters())
+    meta = dcp_safe.read_metadata(ck / ".metadata")
+    stored = sum(math.prod(getattr(v, "size", ())) for k, v in meta.state_dict_metadata.items()
+                 if k.startswith("generator.") and hasattr(v, "size"))
+    if declared > stored:
+        raise CheckpointFileError(
+            f"{ck / 'train_state.json'} declares a model of {declared:,} parameters but the checkpoint stores "
+            f"{stored:,} generator values: train_state.json does not belong to these weights (damaged or crafted); "
+            f"refused before allocating anything")
+
+
 def export_checkpoint(checkpoint_dir: str | Path, out: str | Path | None = None, *, weights: str = "auto",
                       dtype: str | None = None) -> Path:
     """Offline export from a training checkpoint directory (single process, no GPU needed)."""
@@ -68,6 +88,7 @@ def export_checkpoint(checkpoint_dir: str | Path, out: str | Path | None = None,
         raise ConfigError(f"checkpoint {ck} has no EMA yet (it starts at step {cfg.ema.start_step}); "
                           f"use --weights generator")
     use_ema = ts.get("ema") and weights in ("auto", "ema")
+    _check_declared_size(ck, wan, dcp_safe)  # before the model is allocated
     model = WanTransformer(wan)
     if cfg.lora.rank:
         apply_lora(model, cfg.lora.rank, cfg.lora.targets, cfg.lora.alpha, cfg.lora.dropout, seed=cfg.seed)
