@@ -178,3 +178,13 @@ def run_prompt(server: ComfyServer, prompt: dict, timeout: float = 600.0, on_mes
     finally:
         ws.close()
     return run
+
+
+def wait_history(server, prompt_id: str, timeout: float = 30.0) -> dict:
+    """The /history entry of a prompt (written just after its last websocket message)."""
+    t0 = time.time()
+    while True:
+        h = server.get(f"/history/{prompt_id}")
+        if prompt_id in h or time.time() - t0 > timeout:
+            return h[prompt_id]
+        time.sleep(0.2)

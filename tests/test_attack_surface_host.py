@@ -21,7 +21,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from host_e2e_support import ComfyServer, run_prompt
+from host_e2e_support import ComfyServer, run_prompt, wait_history
 
 COMFYUI_DIR = os.environ.get("COMFYUI_DIR")
 pytestmark = pytest.mark.skipif(not COMFYUI_DIR, reason="set COMFYUI_DIR to a ComfyUI checkout to run")
@@ -47,13 +47,13 @@ def server(tmp_path_factory):
 
 def _error(server, prompt: dict) -> str:
     """The prompt's failure as the client sees it (a 400 from validation, or the execution error)."""
-    status, body = server.post("/prompt", {"prompt": prompt, "client_id": "probe"})
-    if status != 200:
-        return json.dumps(body)
-    run = run_prompt(server, prompt)
+    try:
+        run = run_prompt(server, prompt)
+    except AssertionError as exc:  # refused by /prompt's own validation (400): that is a refusal too
+        return str(exc)
     errs = run.of("execution_error")
     assert errs, f"the graph ran: {[k for k, _ in run.messages]}"
-    hist = server.get(f"/history/{run.prompt_id}")[run.prompt_id]
+    hist = wait_history(server, run.prompt_id)  # written just after the websocket message
     assert not hist["outputs"], hist["outputs"]
     return errs[0]["exception_message"]
 

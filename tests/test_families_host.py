@@ -19,7 +19,7 @@ import torch
 
 from family_files import lora_factors, longlive_lora, merged_by_hand, training_checkpoint
 from host_e2e_support import COND_FILES, ComfyServer, run_prompt
-from test_host_e2e import wait_history
+from host_e2e_support import wait_history
 
 COMFYUI_DIR = os.environ.get("COMFYUI_DIR")
 pytestmark = pytest.mark.skipif(not COMFYUI_DIR, reason="set COMFYUI_DIR to a ComfyUI checkout to run")

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from host_e2e_support import ComfyServer, run_prompt, write_models
+from host_e2e_support import ComfyServer, run_prompt, wait_history, write_models
 
 COMFYUI_DIR = os.environ.get("COMFYUI_DIR")
 pytestmark = pytest.mark.skipif(not COMFYUI_DIR, reason="set COMFYUI_DIR to a ComfyUI checkout to run")
@@ -88,16 +88,6 @@ def assert_success(server, run) -> dict:
     hist = wait_history(server, run.prompt_id)
     assert hist["status"]["status_str"] == "success"
     return hist
-
-
-def wait_history(server, prompt_id: str, timeout: float = 30.0) -> dict:
-    """The /history entry of a prompt (written just after its last websocket message)."""
-    t0 = time.time()
-    while True:
-        h = server.get(f"/history/{prompt_id}")
-        if prompt_id in h or time.time() - t0 > timeout:
-            return h[prompt_id]
-        time.sleep(0.2)
 
 
 def output_file(server, item: dict) -> Path:
