@@ -17,7 +17,7 @@ from collections import deque
 import torch
 from comfy_api.latest import io
 
-from sf_core.sampling.live import LiveChunk, LiveControlError, LiveRun
+from sf_core.sampling.live import LiveChunk, LiveControlError, LiveRun, WriteFailed
 from sf_core.sampling.pipeline import set_prompt
 from sf_core.sampling.session import SamplingSettings, new_session
 from sf_core.video import VideoWriter
@@ -30,13 +30,7 @@ from .sampler import (family_input, family_settings, kv_dtype_input, merge_commi
                       text_dim_of)
 from .streaming import LiveStream, frames_to_image
 
-
-class WriteFailed(Exception):
-    """The mp4 writer failed at a chunk (a full disk): the stream stops there instead of running on."""
-
-    def __init__(self, chunk: int, cause: OSError):
-        super().__init__(f"writing the video failed at chunk {chunk} ({cause.strerror or cause})")
-        self.chunk = chunk
+log = logging.getLogger("selfforcing.nodes")
 
 
 def rescue_session(sess) -> str | None:
@@ -52,7 +46,6 @@ def rescue_session(sess) -> str | None:
         return None
     return f"{sub}/{name}" if sub else name
 
-log = logging.getLogger("selfforcing.nodes")
 
 POSITIONS = ["relative", "auto", "absolute"]
 

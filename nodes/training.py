@@ -32,10 +32,6 @@ RANDOM_MODEL = "(random tiny model - smoke test)"
 METHODS = ["dmd", "sid", "ode", "teacher_forcing", "diffusion_forcing", "flow_matching", "cd"]
 
 
-def _runs_dir() -> Path:
-    return Path(host.output_directory()) / RUNS_SUBDIR
-
-
 def _run_folder(*parts: str) -> Path:
     """A folder under the runs folder, required to stay inside the output folder once links are resolved."""
     rel = os.path.join(RUNS_SUBDIR, *parts)
@@ -55,16 +51,12 @@ def _resolve_file(path: str, what: str) -> Path:
 def check_paths(cfg, run_dir: Path) -> None:
     """Every file or folder the trainer reads lies in ComfyUI's input, output or model folders, and it writes only
     into this run's folder: the node's settings come from a graph sent to the unauthenticated /prompt."""
-    from sf_core.train.reward import BUILTIN_REWARD_KINDS
+    from sf_core.train.reward import spec_path
 
     reads = {"input": host.input_directory(), "output": host.output_directory(), "models": host.model_roots()}
     named = [(f"models.{r}", getattr(cfg.models, r)) for r in ("generator", "teacher", "critic")]
     named += [("data.embeddings", cfg.data.embeddings), ("data.latents", cfg.data.latents)]
-    for what in ("image", "video", "decoder"):
-        spec = getattr(cfg.reward, what)
-        if spec:
-            kind, sep, rest = str(spec).partition(":")
-            named.append((f"reward.{what}", rest if sep and kind in BUILTIN_REWARD_KINDS[what] else spec))
+    named += [(f"reward.{w}", spec_path(getattr(cfg.reward, w), w)) for w in ("image", "video", "decoder")]
     if cfg.checkpoint.resume not in ("auto", "none"):
         named.append(("checkpoint.resume", cfg.checkpoint.resume))
     for key, value in named:

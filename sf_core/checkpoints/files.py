@@ -206,16 +206,13 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
     return tensors, meta
 
 
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
-
-
 def pickle_only_folder(folder: Path) -> list[str]:
     """The pickle weight files of a model folder (e.g. transformers' pytorch_model.bin) when it has no
     .safetensors file, else []: such a folder would be loaded by unpickling, which can run code."""
     folder = Path(folder)
     if not folder.is_dir() or any(folder.glob("*.safetensors")):
         return []
-    return sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    return sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_EXT)
 
 
 def refuse_pickle_folder(folder: Path, what: str) -> None:

@@ -56,6 +56,13 @@ def check_input_size(path: str | Path) -> None:
     _too_big(w, h, path)
 
 
+def check_given(args) -> None:
+    """The sizes of --image / --video from their headers, before anything is loaded (generate and live)."""
+    for path in (getattr(args, "image", None), getattr(args, "video", None)):
+        if path:
+            check_input_size(path)
+
+
 def last_frames(path: str | Path, count: int) -> np.ndarray:
     """The last `count` frames of an image or video file as uint8 [T, H, W, 3] (streamed: bounded memory)."""
     from ..video import _av
@@ -128,4 +135,4 @@ def start_session(args, bundle: Bundle, model, prompts, settings: SamplingSettin
     return session, first
 
 
-__all__ = ["add_arguments", "start_session", "last_frames"]
+__all__ = ["add_arguments", "start_session", "last_frames", "check_given"]

@@ -148,9 +148,7 @@ def run(args, bundle: Bundle | None = None) -> int:
     from ..video import VideoWriter  # noqa: PLC0415
 
     inputs.check_ranges(args)
-    for given_path in (getattr(args, 'image', None), getattr(args, 'video', None)):  # sizes from headers
-        if given_path:
-            frames_in.check_input_size(given_path)
+    frames_in.check_given(args)  # --image / --video sizes from their headers
     specs = inputs.prompt_specs(args)  # a typo in the schedule is refused before anything is loaded
     outputs.check_outputs(args, bundle)  # every output path, before anything is loaded or generated
     if args.threads:

@@ -24,7 +24,7 @@ from typing import TextIO
 
 from ..config import ConfigError
 from ..fileio import check_writable
-from ..sampling.live import LiveChunk, LiveControlError, LiveRun, parse_line
+from ..sampling.live import LiveChunk, LiveControlError, LiveRun, WriteFailed, parse_line
 from ..sampling.pipeline import Bundle
 from ..sampling.prompts import PromptError
 from ..sampling.sampler import NonFiniteError
@@ -37,15 +37,6 @@ log = logging.getLogger("sf_core.sampling.live")
 
 class Interrupted(Exception):
     """Ctrl-C, raised at the next denoising step (the chunk is rolled back, mp4 and session stay in step)."""
-
-
-class WriteFailed(Exception):
-    """The video writer failed (a full disk): the run stops at that chunk, the session is still saved."""
-
-    def __init__(self, chunk: int, cause: OSError):
-        super().__init__(f"writing the video failed at chunk {chunk} ({cause.strerror or cause})")
-        self.chunk, self.cause = chunk, cause
-
 
 
 def control_lines(src, name: str):
@@ -109,9 +100,7 @@ def run(args, bundle: Bundle | None = None, stdin: TextIO | None = None) -> int:
     from ..video import VideoWriter  # noqa: PLC0415
 
     inputs.check_ranges(args)
-    for given_path in (getattr(args, 'image', None), getattr(args, 'video', None)):  # sizes from headers
-        if given_path:
-            frames_in.check_input_size(given_path)
+    frames_in.check_given(args)  # --image / --video sizes from their headers
     if args.max_chunks is not None and args.max_chunks < 1:
         raise ConfigError(f"--max-chunks must be >= 1, got {args.max_chunks}")
     if args.max_wall_seconds is not None and not (0 < args.max_wall_seconds < float("inf")):

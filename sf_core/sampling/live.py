@@ -181,6 +181,15 @@ class LiveSummary:
                          # carries them, so the summary reports them
 
 
+class WriteFailed(Exception):
+    """The video writer failed at a chunk (a full disk): a front end raises it from its chunk callback so the run
+    stops at that chunk instead of running on, and keeps the session."""
+
+    def __init__(self, chunk: int, cause: OSError):
+        super().__init__(f"writing the video failed at chunk {chunk} ({cause.strerror or cause})")
+        self.chunk, self.cause = chunk, cause
+
+
 class LiveRun:
     """One live run over a session; see the module docstring. `encode(text) -> [1 or B, L, text_dim]`."""
 
@@ -329,5 +338,5 @@ class LiveRun:
         return round(frames / dt, 3) if dt > 0 else 0.0
 
 
-__all__ = ["LiveRun", "LiveChunk", "LiveSummary", "Control", "ControlInbox", "LiveControlError", "make_control",
+__all__ = ["LiveRun", "LiveChunk", "LiveSummary", "WriteFailed", "Control", "ControlInbox", "LiveControlError", "make_control",
            "parse_control", "parse_line", "ACTIONS"]

@@ -155,6 +155,17 @@ def model_identity(model) -> dict[str, Any]:
     return ident
 
 
+def check_model_shape(model_id: dict[str, Any], model) -> dict[str, Any]:
+    """SessionError if `model` is not the shape a session's `model_id` records; returns the model's identity."""
+    ident = model_identity(model)
+    diff = {k: (model_id.get(k), ident[k]) for k in ident if k != "fingerprint" and model_id.get(k) != ident[k]}
+    if diff:
+        detail = ", ".join(f"{k}: session {a} vs model {b}" for k, (a, b) in sorted(diff.items()))
+        raise SessionError(f"this session was made with another model ({detail}); continue it with the model "
+                           f"it was started with, or start a new session")
+    return ident
+
+
 def _fingerprint(model) -> str | None:
     """sha256 of the first values of three weights: detects other weights of the same shape (cheap)."""
     try:
@@ -233,13 +244,7 @@ class Session:
 
     def check_model(self, model) -> None:
         """SessionError if `model` is not the shape this session was made with (warning if weights differ)."""
-        ident = model_identity(model)
-        diff = {k: (self.model_id.get(k), ident[k]) for k in ident if k != "fingerprint"
-                and self.model_id.get(k) != ident[k]}
-        if diff:
-            detail = ", ".join(f"{k}: session {a} vs model {b}" for k, (a, b) in sorted(diff.items()))
-            raise SessionError(f"this session was made with another model ({detail}); continue it with the model "
-                               f"it was started with, or start a new session")
+        ident = check_model_shape(self.model_id, model)
         fp = self.model_id.get("fingerprint")
         if fp and ident["fingerprint"] and fp != ident["fingerprint"]:
             log.warning("the model's weights differ from those this session was made with (same shapes): "

@@ -15,13 +15,13 @@ written in the same file, against the model the caller passes, and against sane 
 """
 from __future__ import annotations
 
-import math
-import os
 from typing import Any
 
 import torch
 
-from .session import SessionError
+from ..cache import kv_quant
+from ..config import ConfigError
+from .session import SessionError, check_model_shape
 
 MAX_PREALLOC_RATIO = 64  # preallocated cache frames per stored frame (a file with its cache)
 MAX_DIM = 1 << 20  # any single declared size (layers, heads, head size, tokens, frames, batch)
@@ -40,29 +40,6 @@ def _int(meta: dict, key: str, lo: int = 0) -> int:
     return v
 
 
-def _element_bytes(kv_dtype: str, dtype: torch.dtype) -> int:
-    if kv_dtype in ("int8", "fp8"):
-        return 1
-    return torch.empty((), dtype=dtype).element_size()
-
-
-def free_bytes(device: torch.device) -> int | None:
-    """Memory free on `device` (None if unknown): CUDA's own figure, else the system's MemAvailable."""
-    if device.type == "cuda" and torch.cuda.is_available():
-        return int(torch.cuda.mem_get_info(device)[0])
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
 def check_declared_sizes(meta: dict, shapes: dict[str, tuple[int, ...]], model: Any, dtype: torch.dtype,
                          device: torch.device, file_bytes: int) -> int:
     """SessionError unless the cache `meta` declares is backed by the file (`shapes`: tensor name -> shape) or by
@@ -77,7 +54,11 @@ def check_declared_sizes(meta: dict, shapes: dict[str, tuple[int, ...]], model: 
     else:  # a global cache grows on demand: its declared capacity is only a preallocation hint, clamped here
         frames = max(min(max(_int(cm, "capacity"), 1), MAX_PREALLOC_RATIO * max(length, 1)), length, 1)
         cm["capacity"] = frames
-    per_frame = 2 * layers * batch * tpf * heads * head_dim * _element_bytes(cm.get("kv_dtype", "auto"), dtype)
+    try:  # the storage format the cache will allocate (auto = the compute dtype, int8 / fp8 / bf16 / fp16 codes)
+        element = kv_quant.resolve(cm.get("kv_dtype", "auto"), dtype).storage.itemsize
+    except ConfigError as exc:
+        raise SessionError(f"the session file's cache format is not valid ({exc}): the file is damaged") from None
+    per_frame = 2 * layers * batch * tpf * heads * head_dim * element
     alloc = per_frame * max(frames, length)
     ident = meta.get("model") or {}
     hw = [int(x) for x in meta.get("latent_hw", ())]
@@ -89,23 +70,14 @@ def check_declared_sizes(meta: dict, shapes: dict[str, tuple[int, ...]], model: 
     if len(hw) != 2 or len(patch) != 3 or tpf != (hw[0] // int(patch[1])) * (hw[1] // int(patch[2])):
         raise SessionError(f"the session file declares {tpf} tokens per frame for latent size {hw} and patch "
                            f"{patch}: the file is damaged or crafted")
-    if ident and (ident.get("num_layers"), ident.get("num_heads")) != (layers, heads):
-        raise SessionError(f"the session file's cache ({layers} layers, {heads} heads) is not the shape of the "
-                           f"model it names ({ident.get('num_layers')} layers, {ident.get('num_heads')} heads): "
-                           f"the file is damaged")
-    if model is not None:
-        from .session import model_identity
-
-        mine = model_identity(model)
-        want = {"num_layers": layers, "num_heads": heads, "head_dim": head_dim, "patch_size": list(patch)}
-        have = {"num_layers": mine["num_layers"], "num_heads": mine["num_heads"],
-                "head_dim": mine["dim"] // mine["num_heads"], "patch_size": list(mine["patch_size"])}
-        diff = [f"{k}: session {want[k]} vs model {have[k]}" for k in want if want[k] != have[k]]
-        if diff:
-            raise SessionError(f"this session was made with another model ({', '.join(diff)}); continue it with "
-                               f"the model it was started with, or start a new session")
+    if model is not None:  # the model given must be the one the file names (the cache then has its shape)
+        check_model_shape(ident, model)
+    dims = (ident.get("num_layers"), ident.get("num_heads"), int(ident.get("dim", 0)) // heads)
+    if dims != (layers, heads, head_dim):
+        raise SessionError(f"the session file's cache ({layers} layers, {heads} heads of {head_dim}) is not the shape "
+                           f"of the model it names ({dims[0]} layers, {dims[1]} heads of {dims[2]}): the file is "
+                           f"damaged")
     if cm.get("included", True):
-        stored = 0
         for name in ("k", "v"):
             for i in range(layers):
                 shape = shapes.get(f"cache.{name}.{i}")
@@ -116,7 +88,6 @@ def check_declared_sizes(meta: dict, shapes: dict[str, tuple[int, ...]], model: 
                     raise SessionError(f"cache tensor {name}.{i} has shape {tuple(shape)}, expected "
                                        f"{[batch, length * tpf, heads, head_dim]} from the file's metadata: the "
                                        f"file is damaged")
-                stored += math.prod(shape)
         if window and alloc > SMALL_BYTES and frames > MAX_PREALLOC_RATIO * max(length, 1):
             raise SessionError(f"the session file stores {length} cache frames but declares a cache of {frames} "
                                f"frames ({alloc / 2**30:.2f} GiB) in a {file_bytes / 2**20:.2f} MiB file; at most "
@@ -124,12 +95,14 @@ def check_declared_sizes(meta: dict, shapes: dict[str, tuple[int, ...]], model: 
     elif model is None and meta.get("held_frames"):
         raise SessionError("this session file was saved without its KV cache: pass the model to load_session "
                            "so the cache can be recomputed from the saved latents")
-    free = free_bytes(device)
-    if free is not None and alloc > free:
+    from ..memory.plan import available_bytes
+
+    free = available_bytes(device)
+    if alloc > free:
         raise SessionError(f"the session's KV cache needs {alloc / 2**30:.2f} GiB on {device} but only "
                            f"{free / 2**30:.2f} GiB is free: load it on a machine with more memory (or a smaller "
                            f"picture size / window was meant: the file may be crafted)")
     return alloc
 
 
-__all__ = ["check_declared_sizes", "free_bytes", "MAX_PREALLOC_RATIO"]
+__all__ = ["check_declared_sizes", "MAX_PREALLOC_RATIO"]

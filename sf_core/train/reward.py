@@ -37,17 +37,22 @@ VideoReward = Callable[[torch.Tensor, list[str]], torch.Tensor]
 BUILTIN_REWARD_KINDS = {"image": ("clip",), "video": ("xclip",), "decoder": ("taehv", "wan")}
 
 
-def is_code_spec(spec: str | None, what: str) -> bool:
-    """True when `spec` for reward.<what> would import a module and call a function ("package.module:factory"),
-    rather than name a built-in kind ("clip:FOLDER", "taehv:PATH", ...) or, for the decoder, a weight file."""
+def spec_path(spec: str | None, what: str) -> str | None:
+    """The file or folder a spec for reward.<what> names: the PATH of a built-in kind ("clip:PATH", "taehv:PATH",
+    ...) or, for the decoder, a weight file given as is; None for a "package.module:factory" spec (or none)."""
     if not spec:
-        return False
-    kind, sep, _ = str(spec).partition(":")
+        return None
+    kind, sep, rest = str(spec).partition(":")
     if sep and kind in BUILTIN_REWARD_KINDS.get(what, ()):
-        return False
+        return rest
     if what == "decoder" and (not sep or Path(spec).exists()):
-        return False  # a weight file path (kind detected from its keys)
-    return True
+        return str(spec)  # a weight file path (kind detected from its keys)
+    return None
+
+
+def is_code_spec(spec: str | None, what: str) -> bool:
+    """True when `spec` for reward.<what> would import a module and call a function ("package.module:factory")."""
+    return bool(spec) and spec_path(spec, what) is None
 
 
 def refuse_code_specs(reward: RewardConfig, where: str) -> None:

@@ -39,14 +39,14 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             obj: Any = read_pickle(p)
         except CheckpointError as e:
             raise VAEError(str(e)) from None
-    try:
-        if p.suffix == ".safetensors":
-            from safetensors.torch import load_file
+    else:
+        from safetensors.torch import load_file
 
+        try:
             obj = load_file(str(p), device="cpu")
-    except Exception as e:  # the file's format decides the exception type; all mean "unreadable"
-        raise VAEError(f"{p}: cannot read it as {'safetensors' if p.suffix == '.safetensors' else 'a torch weights'} "
-                       f"file ({type(e).__name__}: {str(e)[:200]}); is it complete and a VAE weight file?") from e
+        except Exception as e:  # a truncated or foreign file: unreadable
+            raise VAEError(f"{p}: cannot read it as a safetensors file ({type(e).__name__}: {str(e)[:200]}); is it "
+                           f"complete and a VAE weight file?") from e
     for key in ("state_dict", "model", "module"):
         if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
             obj = obj[key]
